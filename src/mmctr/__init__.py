@@ -1,0 +1,28 @@
+"""mmctr: multimodal click-through-rate prediction on PyTorch.
+
+The seed model is the 1st-place solution of the WWW 2025 EReL@MIR multimodal CTR challenge:
+a Transformer over the user's history with the target concatenated to every item, a DCNv2
+cross network beside a deep MLP, and a prediction MLP.
+"""
+
+from mmctr.config import Config, load_config
+from mmctr.data import DataConfig, DataSchema, Dataset, load_dataset
+from mmctr.model import DataDims, ModelConfig, SeedCTR, macs_per_sample, parameter_counts
+from mmctr.training.config import TrainConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "DataDims",
+    "DataSchema",
+    "Dataset",
+    "ModelConfig",
+    "SeedCTR",
+    "TrainConfig",
+    "load_config",
+    "load_dataset",
+    "macs_per_sample",
+    "parameter_counts",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from mmctr.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""What each ``mmctr`` subcommand does; each takes the parsed arguments, returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from mmctr.config import Config, load_config
+from mmctr.data import load_dataset
+from mmctr.errors import ConfigError
+from mmctr.model import SeedCTR, macs_per_sample, parameter_counts
+from mmctr.training import checkpoint as ckpt
+from mmctr.training.loop import attach_items, fit, predict_probs
+from mmctr.training.metrics import all_metrics
+from mmctr.training.submission import write_submission
+
+
+def synth(args: argparse.Namespace) -> int:
+    from mmctr.data.synth import generate
+
+    t0 = time.perf_counter()
+    info = generate(args.out_dir, args.preset, seed=args.seed, overwrite=args.force)
+    counts = info["counts"]
+    rows = ", ".join(f"{s} {counts['rows'][s]:,}" for s in ("train", "valid", "test"))
+    print(
+        f"wrote {args.preset} data set to {args.out_dir} ({rows} rows; "
+        f"{counts['items']:,} items) in {time.perf_counter() - t0:.1f}s"
+    )
+    return 0
+
+
+def _train_config(args: argparse.Namespace, run: ckpt.RunDir) -> Config:
+    saved = Config.from_dict(json.loads(run.config.read_text())) if run.config.exists() else None
+    if args.config is None:
+        if saved is None:
+            raise ConfigError("--config is required unless --resume finds a run in --out")
+        return saved.with_overrides(args.overrides) if args.overrides else saved
+    config = load_config(args.config, args.overrides)
+    if saved is not None and args.resume and config != saved:
+        new, old = config.to_dict(), saved.to_dict()
+        diffs = [
+            f"{s}.{k}: {old[s][k]!r} -> {new[s][k]!r}"
+            for s in new
+            for k in new[s]
+            if new[s][k] != old[s].get(k)
+        ]
+        raise ConfigError(
+            f"{run.root} was started with another config ({'; '.join(diffs)}); "
+            "resume it without --config or train into a new --out"
+        )
+    return config
+
+
+def train(args: argparse.Namespace) -> int:
+    run = ckpt.RunDir(Path(args.out))
+    if args.resume and run.finished():
+        summary = ckpt.read_summary(run)
+        print(
+            f"{run.root} already finished (best epoch {summary['best_epoch']}, valid auc "
+            f"{summary['best_valid']['auc']:.4f}); nothing to do"
+        )
+        return 0
+    if not args.resume and run.has_run():
+        raise ConfigError(
+            f"{run.root} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    config = _train_config(args, run)
+    t0 = time.perf_counter()
+    data = load_dataset(args.data, config.data, ("train", "valid"))
+    load_s = time.perf_counter() - t0
+    print(
+        f"loaded {len(data['train']):,} train / {len(data['valid']):,} valid rows "
+        f"from {args.data} in {load_s:.1f}s (schema {data.schema.fingerprint})"
+    )
+    torch.manual_seed(config.train.seed)
+    model = SeedCTR(config.model, ckpt.dims_of(data.schema))
+    print(f"model: {parameter_counts(model)['total']:,} parameters")
+    result = fit(model, data, config, run.root, resume=args.resume, progress=args.progress)
+    v = result.best_valid
+    print(
+        f"done: best epoch {result.best_epoch} of {result.epochs_run}; valid auc {v['auc']:.4f} "
+        f"logloss {v['logloss']:.4f} gauc {v['gauc']:.4f}; "
+        f"training {result.train_seconds:.0f}s; run in {run.root}"
+    )
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    trained = ckpt.load_trained(args.run)
+    data = load_dataset(args.data, trained.config.data, (args.split,), schema=trained.schema)
+    attach_items(trained.model, data.items)
+    split = data[args.split]
+    assert split.labels is not None
+    probs = predict_probs(trained.model, split, trained.config.train.eval_batch_size)
+    metrics = all_metrics(split.users, split.labels, probs)
+    if args.json:
+        print(json.dumps({**metrics, "split": args.split, "rows": len(split)}))
+    else:
+        print(
+            f"{args.split}: auc {metrics['auc']:.4f}  logloss {metrics['logloss']:.4f}  "
+            f"gauc {metrics['gauc']:.4f}  ({len(split):,} rows)"
+        )
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix != ".zip":
+        raise ConfigError(f"--out {out}: a submission must be a .zip file")
+    trained = ckpt.load_trained(args.run)
+    data = load_dataset(
+        args.data, trained.config.data, (args.split,), schema=trained.schema, require_labels=False
+    )
+    attach_items(trained.model, data.items)
+    split = data[args.split]
+    probs = predict_probs(
+        trained.model, split, trained.config.train.eval_batch_size, progress=bool(args.progress)
+    )
+    write_submission(probs, out)
+    print(f"wrote {len(split):,} predictions for {args.split} to {out}")
+    return 0
+
+
+def describe(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    data = load_dataset(args.data, config.data, ())
+    with torch.device("meta"):  # sizes only: no memory, no initialisation cost
+        model = SeedCTR(config.model, ckpt.dims_of(data.schema))
+    params = parameter_counts(model)
+    macs = macs_per_sample(model)
+    if args.json:
+        print(
+            json.dumps(
+                {"parameters": params, "macs_per_sample": macs["total"], "macs_by_part": macs}
+            )
+        )
+        return 0
+    width = max(len(k) for k in params)
+    print(f"{'part':<{width}}  {'parameters':>13}  {'MACs/sample':>13}")
+    for part, n in params.items():
+        print(f"{part:<{width}}  {n:>13,}  {macs.get(part, 0):>13,}")
+    return 0

@@ -1,0 +1,108 @@
+"""The ``mmctr`` command line: argument parsing and exit codes; the work is in commands.py.
+
+Exit codes: 0 success, 2 bad input or usage, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from mmctr.cli import commands
+from mmctr.errors import MmctrError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"mmctr: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mmctr", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("synth", help="write a synthetic data set in the challenge layout")
+    p.add_argument("out_dir", help="directory to write train/valid/test/item_info parquet into")
+    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "microlens-1m"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=commands.synth)
+
+    p = sub.add_parser("train", help="train a model; writes a run directory")
+    p.add_argument("--data", required=True, help="data directory in the challenge layout")
+    p.add_argument("--config", help="TOML preset, e.g. configs/cpu.toml (optional with --resume)")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set train.lr=1e-3 (repeatable)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    _progress_flag(p)
+    p.set_defaults(func=commands.train)
+
+    p = sub.add_parser("evaluate", help="AUC, logloss and gAUC of a trained run on a split")
+    p.add_argument("--run", required=True, help="run directory written by `mmctr train`")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="valid", choices=["train", "valid", "test"])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=commands.evaluate)
+
+    p = sub.add_parser("predict", help="write a challenge submission zip")
+    p.add_argument("--run", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--out", required=True, help="submission file, e.g. submission.zip")
+    _progress_flag(p)
+    p.set_defaults(func=commands.predict)
+
+    p = sub.add_parser("describe", help="parameter count and multiply-adds per sample")
+    p.add_argument("--config", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.describe)
+    return parser
+
+
+def _progress_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress bars (default: when stderr is a terminal)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except MmctrError as exc:
+        print(f"mmctr: error: {exc}", file=sys.stderr)
+        return 2
+    except FileExistsError as exc:
+        print(f"mmctr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmctr: interrupted", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        traceback.print_exc()
+        print(f"mmctr: failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Data: read and validate the challenge layout, hold it as arrays, cut it into batches."""
+
+from mmctr.data.batches import Batch, iter_batches, make_batch, num_batches
+from mmctr.data.config import DataConfig
+from mmctr.data.dataset import SPLITS, Dataset, load_dataset
+from mmctr.data.reader import ItemTable, Split
+from mmctr.data.schema import DataSchema
+
+__all__ = [
+    "SPLITS",
+    "Batch",
+    "DataConfig",
+    "DataSchema",
+    "Dataset",
+    "ItemTable",
+    "Split",
+    "iter_batches",
+    "load_dataset",
+    "make_batch",
+    "num_batches",
+]

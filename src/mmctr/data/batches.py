@@ -1,0 +1,58 @@
+"""Cut a split into batches of torch tensors: slices and gathers of contiguous arrays only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mmctr.data.reader import Split
+
+
+@dataclass(frozen=True)
+class Batch:
+    history: torch.Tensor  # (B, L) int64 item ids, left-padded with 0
+    target: torch.Tensor  # (B,) int64 item ids
+    context: torch.Tensor  # (B, F) int64
+    labels: torch.Tensor | None  # (B,) float32
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+
+def make_batch(split: Split, rows: slice | np.ndarray, max_len: int) -> Batch:
+    """Rows of ``split`` as a Batch holding the last ``max_len`` history positions."""
+    history = split.history[rows, -max_len:]
+    labels = None if split.labels is None else torch.from_numpy(split.labels[rows])
+    return Batch(
+        history=torch.from_numpy(np.ascontiguousarray(history)).long(),
+        target=torch.from_numpy(split.target[rows]).long(),
+        context=torch.from_numpy(split.context[rows]).long(),
+        labels=labels,
+    )
+
+
+def iter_batches(
+    split: Split,
+    batch_size: int,
+    *,
+    max_len: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> Iterator[Batch]:
+    """Batches in file order, or in a permutation fixed by ``seed`` when ``shuffle``."""
+    n = len(split)
+    order = np.random.default_rng(seed).permutation(n) if shuffle else None
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        end = min(start + batch_size, n)
+        rows: slice | np.ndarray = slice(start, end) if order is None else order[start:end]
+        yield make_batch(split, rows, max_len)
+
+
+def num_batches(split: Split, batch_size: int, *, drop_last: bool = False) -> int:
+    n = len(split)
+    return n // batch_size if drop_last else -(-n // batch_size)

@@ -1,0 +1,43 @@
+"""Where the data lives in a data directory and what its columns are called."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Names of files and columns; vocabulary sizes (0 or empty = inferred from the data)."""
+
+    train_file: str = "train.parquet"
+    valid_file: str = "valid.parquet"
+    test_file: str = "test.parquet"
+    item_file: str = "item_info.parquet"
+    user_col: str = "user_id"  # used only to group rows for gAUC
+    item_col: str = "item_id"  # the target item (and item_info's key)
+    seq_col: str = "item_seq"  # fixed-length, left-padded history of item ids
+    label_col: str = "label"
+    context_cols: tuple[str, ...] = ("likes_level", "views_level")
+    context_vocab_sizes: tuple[int, ...] = ()  # one per context column; empty = infer max + 1
+    tags_col: str = "item_tags"  # in item_info: fixed-length, left-padded tag ids
+    emb_col: str = "item_emb_d128"  # in item_info: frozen multimodal embedding
+    num_tags: int = 0  # tag vocabulary including padding 0; 0 = infer max + 1
+
+    def __post_init__(self) -> None:
+        if self.context_vocab_sizes and len(self.context_vocab_sizes) != len(self.context_cols):
+            raise ValueError(
+                f"data.context_vocab_sizes has {len(self.context_vocab_sizes)} entries but "
+                f"data.context_cols has {len(self.context_cols)}; give one size per column or none"
+            )
+        if any(v < 1 for v in self.context_vocab_sizes):
+            raise ValueError("data.context_vocab_sizes must all be >= 1")
+        if self.num_tags < 0:
+            raise ValueError("data.num_tags must be >= 0 (0 = infer from item_info)")
+        if len(set(self.context_cols)) != len(self.context_cols):
+            raise ValueError(f"data.context_cols lists a column twice: {self.context_cols}")
+
+    def split_file(self, split: str) -> str:
+        files = {"train": self.train_file, "valid": self.valid_file, "test": self.test_file}
+        if split not in files:
+            raise ValueError(f"unknown split {split!r}; expected one of {sorted(files)}")
+        return files[split]

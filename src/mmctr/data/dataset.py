@@ -1,0 +1,83 @@
+"""Load a whole data directory: item table, splits and the schema a model is built for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mmctr.data.config import DataConfig
+from mmctr.data.reader import ItemTable, Split, infer_context_vocab, read_item_table, read_split
+from mmctr.data.schema import DataSchema
+from mmctr.errors import DataError
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    schema: DataSchema
+    items: ItemTable
+    splits: dict[str, Split]
+
+    def __getitem__(self, split: str) -> Split:
+        return self.splits[split]
+
+
+def load_dataset(
+    data_dir: str | Path,
+    cfg: DataConfig,
+    splits: tuple[str, ...] = ("train", "valid"),
+    *,
+    schema: DataSchema | None = None,
+    require_labels: bool = True,
+) -> Dataset:
+    """Read item_info and the given splits.
+
+    Without ``schema`` the vocabularies come from the config or are inferred from every split
+    file present, so that valid and test values are in range. With ``schema`` (a trained
+    model's) the data are checked against it and a mismatch raises CheckpointError.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data directory not found: {data_dir}")
+    for split in splits:
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    items = read_item_table(data_dir, cfg, num_tags=schema.num_tags if schema else None)
+    if schema is not None:
+        vocab = schema.context_vocab_sizes
+        if len(vocab) != len(cfg.context_cols):
+            vocab = (1,) * len(cfg.context_cols)  # shapes differ; check_compatible names it
+    elif cfg.context_vocab_sizes:
+        vocab = cfg.context_vocab_sizes
+    else:
+        vocab = infer_context_vocab(data_dir, cfg, list(SPLITS))
+    loaded: dict[str, Split] = {}
+    seq_len: int | None = None  # the first split sets it; the others must agree
+    for split in splits:
+        loaded[split] = read_split(
+            data_dir,
+            split,
+            cfg,
+            num_items=items.num_items,
+            context_vocab_sizes=vocab,
+            require_labels=require_labels,
+            seq_len=seq_len,
+        )
+        seq_len = loaded[split].seq_len
+    found = DataSchema(
+        num_items=items.num_items,
+        num_tags=items.num_tags,
+        tags_per_item=int(items.tags.shape[1]),
+        emb_dim=int(items.emb.shape[1]),
+        seq_len=seq_len if seq_len is not None else 0,
+        context_cols=tuple(cfg.context_cols),
+        context_vocab_sizes=tuple(vocab),
+        seq_col=cfg.seq_col,
+        item_col=cfg.item_col,
+    )
+    if schema is not None:
+        if not splits:
+            found = replace(found, seq_len=schema.seq_len)
+        schema.check_compatible(found, where=str(data_dir))
+    return Dataset(schema=found, items=items, splits=loaded)

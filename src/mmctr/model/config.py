@@ -1,0 +1,75 @@
+"""Typed hyper-parameters of the CTR models; defaults are the paper's configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+MaskMode = Literal["correct", "released"]
+Projection = Literal["linear", "none"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # item representation: id ++ mean(tags) ++ projected frozen embedding
+    id_dim: int = 64  # item-id embedding width
+    tag_dim: int = 64  # tag embedding width (masked mean over an item's tags)
+    mm_dim: int = 128  # output width of the Linear on the frozen embedding
+    use_multimodal: bool = True  # include the frozen multimodal embedding at all
+    mm_projection: Projection = "linear"  # "none" feeds the raw frozen vector
+    context_dim: int = 64  # embedding width of each context field
+    # sequence module: Transformer over history items, each concatenated with the target
+    use_sequence: bool = True
+    target_concat: bool = True
+    max_len: int = 100  # read the last max_len history positions
+    num_layers: int = 2
+    num_heads: int = 1
+    ff_dim: int = 256
+    seq_dropout: float = 0.2
+    first_k: int = 16  # flatten the outputs at the last first_k positions
+    max_pool: bool = True  # ++ Linear(max-pool over real positions)
+    mask: MaskMode = "correct"  # "released" reproduces the release's inverted padding mask
+    trim_padding: bool = True  # skip all-padding columns of a batch (exact under mask=correct)
+    # feature interaction: DCNv2 cross network in parallel with a deep MLP
+    use_cross: bool = True
+    num_cross_layers: int = 3
+    deep_mlp: tuple[int, ...] = (1024, 512, 256)
+    deep_dropout: float = 0.2
+    # prediction head
+    pred_mlp: tuple[int, ...] = (64, 32)
+
+    def __post_init__(self) -> None:
+        positive = {
+            "id_dim": self.id_dim,
+            "tag_dim": self.tag_dim,
+            "mm_dim": self.mm_dim,
+            "context_dim": self.context_dim,
+            "max_len": self.max_len,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "ff_dim": self.ff_dim,
+            "first_k": self.first_k,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {value}")
+        if self.num_cross_layers < 0:
+            raise ValueError(f"model.num_cross_layers must be >= 0, got {self.num_cross_layers}")
+        for name, sizes in (("deep_mlp", self.deep_mlp), ("pred_mlp", self.pred_mlp)):
+            if any(s < 1 for s in sizes):
+                raise ValueError(f"model.{name} sizes must all be >= 1, got {list(sizes)}")
+        if not self.deep_mlp and not self.use_cross:
+            raise ValueError("model.deep_mlp is empty and model.use_cross is false: nothing left")
+        for name, p in (("seq_dropout", self.seq_dropout), ("deep_dropout", self.deep_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"model.{name} must be in [0, 1), got {p}")
+        if self.first_k > self.max_len:
+            raise ValueError(
+                f"model.first_k ({self.first_k}) cannot exceed model.max_len ({self.max_len})"
+            )
+        if self.mask not in ("correct", "released"):
+            raise ValueError(f"model.mask must be 'correct' or 'released', got {self.mask!r}")
+        if self.mm_projection not in ("linear", "none"):
+            raise ValueError(
+                f"model.mm_projection must be 'linear' or 'none', got {self.mm_projection!r}"
+            )

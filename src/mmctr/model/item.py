@@ -1,0 +1,86 @@
+"""Item and context representations shared by every model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmctr.model.config import ModelConfig
+
+
+class ItemEncoder(nn.Module):
+    """id embedding ++ masked mean of tag embeddings ++ (projected) frozen multimodal embedding.
+
+    The item feature table (tags and frozen embedding of every item) lives in non-persistent
+    buffers filled by ``load_item_features``: it belongs to the data, not to the weights, and is
+    gathered by index on the device. Padding id 0 maps to the zero vector.
+
+    Shape: (...) int ids -> (..., out_dim).
+    """
+
+    item_tags: torch.Tensor  # (N, T) buffer
+    item_emb: torch.Tensor  # (N, D) buffer
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        *,
+        num_items: int,
+        num_tags: int,
+        tags_per_item: int,
+        emb_dim: int,
+    ) -> None:
+        super().__init__()
+        self.id_emb = nn.Embedding(num_items, cfg.id_dim, padding_idx=0)
+        self.tag_emb = nn.Embedding(num_tags, cfg.tag_dim, padding_idx=0)
+        self.register_buffer(
+            "item_tags", torch.zeros(num_items, tags_per_item, dtype=torch.long), persistent=False
+        )
+        self.use_multimodal = cfg.use_multimodal
+        self.register_buffer("item_emb", torch.zeros(num_items, emb_dim), persistent=False)
+        self.mm_proj: nn.Linear | None = None
+        mm_width = 0
+        if cfg.use_multimodal:
+            if cfg.mm_projection == "linear":
+                self.mm_proj = nn.Linear(emb_dim, cfg.mm_dim, bias=False)
+                mm_width = cfg.mm_dim
+            else:
+                mm_width = emb_dim
+        self.out_dim = cfg.id_dim + cfg.tag_dim + mm_width
+
+    def load_item_features(self, tags: torch.Tensor, emb: torch.Tensor) -> None:
+        """Copy the data's item table in: tags (N, T) ints, emb (N, D) floats."""
+        if tags.shape != self.item_tags.shape or emb.shape != self.item_emb.shape:
+            raise ValueError(
+                f"item features of shape {tuple(tags.shape)}, {tuple(emb.shape)} do not fit a "
+                f"model built for {tuple(self.item_tags.shape)}, {tuple(self.item_emb.shape)}"
+            )
+        self.item_tags.copy_(tags)
+        self.item_emb.copy_(emb)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        tags = self.item_tags[ids]  # (..., T)
+        count = (tags != 0).sum(-1, keepdim=True).clamp(min=1)
+        # padding tags embed to zero, so the sum over all T slots is the sum over real tags
+        parts = [self.id_emb(ids), self.tag_emb(tags).sum(-2) / count]
+        if self.use_multimodal:
+            frozen = self.item_emb[ids]
+            parts.append(frozen if self.mm_proj is None else self.mm_proj(frozen))
+        return torch.cat(parts, dim=-1)
+
+
+class ContextEncoder(nn.Module):
+    """One embedding per categorical context field, concatenated.
+
+    Shape: (B, F) int -> (B, F * context_dim).
+    """
+
+    def __init__(self, *, vocab_sizes: tuple[int, ...], dim: int) -> None:
+        super().__init__()
+        self.fields = nn.ModuleList(nn.Embedding(v, dim) for v in vocab_sizes)
+        self.out_dim = dim * len(vocab_sizes)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        if not self.fields:
+            return context.new_zeros((context.shape[0], 0), dtype=torch.float32)
+        return torch.cat([emb(context[:, f]) for f, emb in enumerate(self.fields)], dim=-1)

@@ -1,0 +1,109 @@
+"""The seed model: the 1st-place solution of the WWW 2025 EReL@MIR multimodal CTR challenge.
+
+item vectors -> Transformer(history ++ target) -> interest
+x0 = [context, target, interest] -> CrossNetwork(x0) ++ MLP(x0) -> prediction MLP -> logit
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mmctr.model.config import ModelConfig
+from mmctr.model.item import ContextEncoder, ItemEncoder
+from mmctr.model.layers import MLP, CrossNetwork
+from mmctr.model.sequence import TargetAwareTransformer, trim_history
+
+
+@dataclass(frozen=True)
+class DataDims:
+    """The sizes a model takes from its data; plain ints so that model code needs no data code."""
+
+    num_items: int
+    num_tags: int
+    tags_per_item: int
+    emb_dim: int
+    context_vocab_sizes: tuple[int, ...]
+
+
+class SeedCTR(nn.Module):
+    """Returns click logits; the loss lives in training.
+
+    Shape: history (B, L), target (B,), context (B, F) int ids -> (B,) logits.
+    """
+
+    def __init__(self, cfg: ModelConfig, dims: DataDims) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.items = ItemEncoder(
+            cfg,
+            num_items=dims.num_items,
+            num_tags=dims.num_tags,
+            tags_per_item=dims.tags_per_item,
+            emb_dim=dims.emb_dim,
+        )
+        self.context = ContextEncoder(vocab_sizes=dims.context_vocab_sizes, dim=cfg.context_dim)
+        self.sequence: TargetAwareTransformer | None = None
+        x0_dim = self.context.out_dim + self.items.out_dim
+        if cfg.use_sequence:
+            self.sequence = TargetAwareTransformer(cfg, item_dim=self.items.out_dim)
+            x0_dim += self.sequence.out_dim
+        self.cross = (
+            CrossNetwork(dim=x0_dim, num_layers=cfg.num_cross_layers)
+            if (cfg.use_cross and cfg.num_cross_layers > 0)
+            else None
+        )
+        self.deep = (
+            MLP(in_dim=x0_dim, hidden=cfg.deep_mlp, dropout=cfg.deep_dropout)
+            if (cfg.deep_mlp)
+            else None
+        )
+        head_in = (x0_dim if self.cross is not None else 0) + (
+            self.deep.out_dim if self.deep is not None else 0
+        )
+        if head_in == 0:
+            raise ValueError("model has neither a cross network nor a deep MLP")
+        head: list[nn.Module] = []
+        if cfg.pred_mlp:
+            mlp = MLP(in_dim=head_in, hidden=cfg.pred_mlp)
+            head.append(mlp)
+            head_in = mlp.out_dim
+        head.append(nn.Linear(head_in, 1))
+        self.head = nn.Sequential(*head)
+        self.x0_dim = x0_dim
+        reset_parameters(self)
+
+    def forward(
+        self, history: torch.Tensor, target: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
+        target_vec = self.items(target)  # (B, Di)
+        parts = [self.context(context), target_vec]
+        if self.sequence is not None:
+            history = history[:, -self.cfg.max_len :]
+            if self.cfg.trim_padding and self.cfg.mask == "correct":
+                history = trim_history(history, self.cfg.first_k)
+            hist_vecs = self.items(history)  # (B, L, Di)
+            parts.append(self.sequence(hist_vecs, target_vec, history.ne(0)))
+        x0 = torch.cat(parts, dim=-1)  # (B, x0_dim)
+        towers = []
+        if self.cross is not None:
+            towers.append(self.cross(x0))
+        if self.deep is not None:
+            towers.append(self.deep(x0))
+        return self.head(torch.cat(towers, dim=-1)).squeeze(-1)
+
+
+def reset_parameters(model: nn.Module) -> None:
+    """The release's init: embeddings N(0, 1e-4) with a zero padding row; Linear Xavier-normal."""
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=1e-4)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.Linear):
+            nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)

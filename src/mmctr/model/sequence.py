@@ -1,0 +1,123 @@
+"""The sequence module: a Transformer over history items, each concatenated with the target.
+
+TransAct-style (Xia et al., KDD 2023), as in the seed solution: no positional encoding, no
+causal mask, post-LayerNorm. The user interest is the flattened output at the last ``first_k``
+positions plus a Linear of the max-pool over real positions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmctr.model.config import MaskMode, ModelConfig
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN Transformer encoder layer: x = LN(x + Attn(x)); x = LN(x + FF(x)).
+
+    Shape: x (B, L, D), attend (B, 1, 1, L) bool, True where a key may be attended -> (B, L, D).
+    """
+
+    def __init__(self, *, d_model: int, num_heads: int, ff_dim: int, dropout: float) -> None:
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.attn_out = nn.Linear(d_model, d_model)
+        self.ff_in = nn.Linear(d_model, ff_dim)
+        self.ff_out = nn.Linear(ff_dim, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        p = self.dropout if self.training else 0.0
+        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).unbind(2)
+        a = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attend, dropout_p=p
+        )  # (B, H, L, D/H)
+        a = a.transpose(1, 2).reshape(B, L, D)
+        x = self.norm1(x + F.dropout(self.attn_out(a), p, self.training))
+        h = F.dropout(F.relu(self.ff_in(x)), p, self.training)
+        return self.norm2(x + F.dropout(self.ff_out(h), p, self.training))
+
+
+def trim_history(history: torch.Tensor, min_len: int) -> torch.Tensor:
+    """Drop the leading columns that are padding in every row, keeping at least ``min_len``.
+
+    Exact under the correct mask: padding neither attends nor is attended, and it is zeroed
+    before the last-k flatten and the max-pool. Shape: (B, L) -> (B, L'), L' <= L.
+    """
+    L = history.shape[1]
+    real_cols = torch.nonzero(history.ne(0).any(0))
+    first = int(real_cols[0]) if real_cols.numel() else L
+    return history[:, min(first, max(L - min_len, 0)) :]
+
+
+def key_masks(real: torch.Tensor, mode: MaskMode) -> tuple[torch.Tensor, torch.Tensor]:
+    """(attend, keep): keys each query may attend to, and positions whose output is used.
+
+    ``correct`` attends to and keeps real items. ``released`` reproduces the release, whose
+    loader marked real items with 1 and passed that as a key-padding mask (True = ignore), so it
+    attends to and keeps padding only. A row with nothing to attend to would turn softmax into
+    NaN, so, like the release, such a row attends to its last position.
+    """
+    keep = real if mode == "correct" else ~real
+    attend = keep.clone()
+    attend[~keep.any(1), -1] = True
+    if mode == "released":
+        keep = attend  # the release used its adjusted mask for the output too
+    return attend, keep
+
+
+class TargetAwareTransformer(nn.Module):
+    """History items (each ++ target) -> Transformer -> last-k flatten ++ Linear(max-pool).
+
+    Shape: history (B, L, Di), target (B, Di), real (B, L) bool -> (B, out_dim) where
+    out_dim = d_model * (first_k + max_pool) and d_model = 2 Di with target_concat, else Di.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, item_dim: int) -> None:
+        super().__init__()
+        self.target_concat = cfg.target_concat
+        self.first_k = cfg.first_k
+        self.mask: MaskMode = cfg.mask
+        d_model = 2 * item_dim if cfg.target_concat else item_dim
+        self.layers = nn.ModuleList(
+            EncoderLayer(
+                d_model=d_model,
+                num_heads=cfg.num_heads,
+                ff_dim=cfg.ff_dim,
+                dropout=cfg.seq_dropout,
+            )
+            for _ in range(cfg.num_layers)
+        )
+        self.pool: nn.Linear | None = nn.Linear(d_model, d_model) if cfg.max_pool else None
+        self.d_model = d_model
+        self.out_dim = d_model * (cfg.first_k + int(cfg.max_pool))
+
+    def forward(
+        self, history: torch.Tensor, target: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor:
+        B, L, _ = history.shape
+        if self.first_k > L:  # left-pad so that the last-k flatten has k positions
+            history = F.pad(history, (0, 0, self.first_k - L, 0))
+            real = F.pad(real, (self.first_k - L, 0), value=False)
+            L = self.first_k
+        x = history
+        if self.target_concat:
+            x = torch.cat([history, target.unsqueeze(1).expand(B, L, -1)], dim=-1)  # (B, L, D)
+        attend, keep = key_masks(real, self.mask)
+        for layer in self.layers:
+            x = layer(x, attend[:, None, None, :])
+        x = x * keep.unsqueeze(-1).to(x.dtype)  # ignored positions contribute zeros
+        parts = [x[:, -self.first_k :].flatten(1)]  # (B, k * D)
+        if self.pool is not None:
+            pooled = x.masked_fill(~keep.unsqueeze(-1), float("-inf")).amax(1)
+            pooled = torch.where(keep.any(1, keepdim=True), pooled, torch.zeros_like(pooled))
+            parts.append(self.pool(pooled))  # (B, D)
+        return torch.cat(parts, dim=-1)

@@ -1,0 +1,139 @@
+"""The files of a run directory, written atomically, and loading a trained model back.
+
+RUN_DIR/
+    config.json     the full config the run uses
+    state.pt        resume state after the last finished epoch: weights, optimizer, counters
+    model.pt        best weights so far, with config and data schema (what evaluate/predict use)
+    metrics.jsonl   one JSON object per finished epoch
+    summary.json    written when the run ends; its presence marks the run finished
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmctr.atomic import atomic_path, write_json, write_text
+from mmctr.config import Config
+from mmctr.data.schema import DataSchema
+from mmctr.errors import CheckpointError
+from mmctr.model.seed import DataDims, SeedCTR
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.pt"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    def has_run(self) -> bool:
+        return self.state.exists() or self.model.exists() or self.summary.exists()
+
+    def finished(self) -> bool:
+        return self.summary.exists()
+
+
+def save(obj: dict[str, Any], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: not an mmctr checkpoint of format {FORMAT_VERSION}")
+    return obj
+
+
+def dims_of(schema: DataSchema) -> DataDims:
+    return DataDims(
+        num_items=schema.num_items,
+        num_tags=schema.num_tags,
+        tags_per_item=schema.tags_per_item,
+        emb_dim=schema.emb_dim,
+        context_vocab_sizes=schema.context_vocab_sizes,
+    )
+
+
+def model_payload(
+    model: SeedCTR, config: Config, schema: DataSchema, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "schema": schema.to_dict(),
+        "fingerprint": schema.fingerprint,
+        "weights": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    model: SeedCTR
+    config: Config
+    schema: DataSchema
+    info: dict[str, Any]
+
+
+def load_trained(run_dir: str | Path) -> TrainedModel:
+    """The best model of a run, its config and the schema of the data it was trained on."""
+    run = RunDir(Path(run_dir))
+    if not run.root.is_dir():
+        raise CheckpointError(f"run directory not found: {run.root}")
+    if not run.model.exists():
+        raise CheckpointError(f"{run.root}: holds no trained model (model.pt); train it first")
+    payload = load(run.model)
+    config = Config.from_dict(payload["config"], source=str(run.model))
+    schema = DataSchema.from_dict(payload["schema"])
+    model = SeedCTR(config.model, dims_of(schema))
+    model.load_state_dict(payload["weights"])
+    info = {k: v for k, v in payload.items() if k not in ("weights", "config", "schema")}
+    return TrainedModel(model=model, config=config, schema=schema, info=info)
+
+
+def write_metrics(run: RunDir, history: list[dict[str, Any]]) -> None:
+    """Rewrite metrics.jsonl from the epoch history, so a resumed run never repeats a line."""
+    write_text(run.metrics, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+
+
+def write_config(run: RunDir, config: Config) -> None:
+    write_json(run.config, config.to_dict())
+
+
+def write_summary(run: RunDir, summary: dict[str, Any]) -> None:
+    write_json(run.summary, {"finished": True, **summary})
+
+
+def read_summary(run: RunDir) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(run.summary.read_text())
+    return result

@@ -1,0 +1,35 @@
+"""Typed training recipe; defaults are the paper's (SPEC section 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100  # upper bound; early stopping usually ends sooner
+    patience: int = 5  # epochs without a better valid AUC before stopping
+    batch_size: int = 128
+    eval_batch_size: int = 8192
+    lr: float = 5e-4  # Adam
+    lr_decay: float = 0.1  # multiply the learning rate by this after an epoch without gain
+    min_lr: float = 1e-6  # floor for the decayed learning rate
+    grad_clip: float = 10.0  # max global gradient norm; 0 disables clipping
+    weight_decay: float = 0.0  # the paper uses no L2 regularisation
+    seed: int = 20242025
+    num_threads: int = 0  # torch intra-op threads; 0 = leave PyTorch's default
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.patience < 1:
+            raise ValueError(f"train.patience must be >= 1, got {self.patience}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ValueError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.min_lr < 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise ValueError("train.min_lr, train.grad_clip and train.weight_decay must be >= 0")
+        if self.num_threads < 0:
+            raise ValueError(f"train.num_threads must be >= 0, got {self.num_threads}")

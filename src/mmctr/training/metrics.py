@@ -1,0 +1,73 @@
+"""Ranking and calibration metrics: AUC, logloss and user-grouped AUC (gAUC)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _tie_averaged_ranks(keys: np.ndarray) -> np.ndarray:
+    """1-based ranks of an already sorted array, ties sharing the mean of their ranks."""
+    n = keys.shape[0]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], n]
+    mean_rank = (starts + ends + 1) / 2.0  # mean of ranks start+1 .. end
+    return np.repeat(mean_rank, ends - starts)
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U); nan when a class is absent."""
+    labels = np.asarray(labels, dtype=np.float64)
+    order = np.argsort(scores, kind="stable")
+    ranks = _tie_averaged_ranks(np.asarray(scores)[order])
+    pos = labels[order] > 0.5
+    n_pos = int(pos.sum())
+    n_neg = pos.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
+    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1.0 - eps)
+    y = np.asarray(labels, dtype=np.float64)
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
+
+
+def gauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean of per-user AUCs weighted by each user's row count.
+
+    Users whose rows are all of one class have no AUC and are left out; nan if none is left.
+    """
+    users = np.asarray(users)
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.lexsort((scores, users))
+    u, s = users[order], scores[order]
+    y = np.asarray(labels, dtype=np.float64)[order] > 0.5
+    group_start = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    group_id = np.repeat(np.arange(group_start.size), np.diff(np.r_[group_start, u.size]))
+    # tie groups never cross users because users differ at a group boundary
+    tie_key = np.r_[True, (u[1:] != u[:-1]) | (s[1:] != s[:-1])]
+    tie_start = np.flatnonzero(tie_key)
+    tie_end = np.r_[tie_start[1:], u.size]
+    global_rank = np.repeat((tie_start + tie_end + 1) / 2.0, tie_end - tie_start)
+    rank = global_rank - group_start[group_id]  # rank within the user's rows
+    n_rows = np.bincount(group_id)
+    n_pos = np.bincount(group_id, weights=y.astype(np.float64))
+    n_neg = n_rows - n_pos
+    pos_rank_sum = np.bincount(group_id, weights=np.where(y, rank, 0.0))
+    valid = (n_pos > 0) & (n_neg > 0)
+    if not valid.any():
+        return float("nan")
+    user_auc = (pos_rank_sum[valid] - n_pos[valid] * (n_pos[valid] + 1) / 2.0) / (
+        n_pos[valid] * n_neg[valid]
+    )
+    weights = n_rows[valid]
+    return float(np.sum(user_auc * weights) / np.sum(weights))
+
+
+def all_metrics(users: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    return {
+        "auc": auc(labels, probs),
+        "logloss": logloss(labels, probs),
+        "gauc": gauc(users, labels, probs),
+    }

@@ -1,0 +1,69 @@
+"""Shared fixtures: a tiny synthetic data set and a model config small enough for seconds."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmctr.config import Config
+from mmctr.data import synth
+
+TINY_TOML = """
+[model]
+id_dim = 8
+tag_dim = 8
+mm_dim = 8
+context_dim = 4
+max_len = 12
+first_k = 3
+ff_dim = 16
+seq_dropout = 0.1
+deep_mlp = [32, 16]
+pred_mlp = [16]
+
+[train]
+epochs = 2
+patience = 2
+batch_size = 256
+eval_batch_size = 512
+lr = 3e-3
+seed = 7
+"""
+
+
+@pytest.fixture(autouse=True)
+def _fixed_threads() -> None:
+    # deterministic, and no oversubscription on the 2-core CI machine
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny-data")
+    synth.generate(out, "tiny", seed=3, progress=False)
+    return out
+
+
+@pytest.fixture
+def tiny_data(tiny_data_master: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny data set, free to corrupt."""
+    out = tmp_path / "data"
+    shutil.copytree(tiny_data_master, out)
+    return out
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_TOML)
+    return path
+
+
+@pytest.fixture
+def tiny_config(tiny_config_file: Path) -> Config:
+    from mmctr.config import load_config
+
+    return load_config(tiny_config_file)

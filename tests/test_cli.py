@@ -1,0 +1,213 @@
+"""The mmctr command line end to end, and its exit codes and messages on bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from mmctr.cli.main import main
+from mmctr.data import synth
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def trained_run(
+    tiny_data_master: Path,
+    tiny_config_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> Path:
+    run_dir = tmp_path / "run"
+    code, out, _ = run(
+        capsys,
+        "train",
+        "--data",
+        tiny_data_master,
+        "--config",
+        tiny_config_file,
+        "--out",
+        run_dir,
+        "--set",
+        "train.epochs=1",
+        "--no-progress",
+    )
+    assert code == 0 and "done: best epoch 1" in out
+    return run_dir
+
+
+def test_synth_and_refusal_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "tiny"
+    code, out, _ = run(capsys, "synth", out_dir, "--preset", "tiny", "--seed", "1")
+    assert code == 0 and "wrote tiny data set" in out
+    assert pq.read_metadata(out_dir / "train.parquet").num_rows == 3000
+    code, _, err = run(capsys, "synth", out_dir, "--preset", "tiny")
+    assert code == 2 and "train.parquet already exists" in err
+    assert run(capsys, "synth", out_dir, "--preset", "tiny", "--force")[0] == 0
+
+
+def test_evaluate_predict_describe(
+    trained_run: Path, tiny_data_master: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys, "evaluate", "--run", trained_run, "--data", tiny_data_master, "--json"
+    )
+    metrics = json.loads(out)
+    assert code == 0 and {"auc", "logloss", "gauc"} <= set(metrics) and metrics["split"] == "valid"
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert metrics["auc"] == pytest.approx(summary["best_valid"]["auc"], rel=1e-6)
+    code, out, _ = run(
+        capsys, "evaluate", "--run", trained_run, "--data", tiny_data_master, "--split", "test"
+    )
+    assert code == 0 and out.startswith("test: auc ")
+
+    sub = tmp_path / "submission.zip"
+    code, out, _ = run(
+        capsys,
+        "predict",
+        "--run",
+        trained_run,
+        "--data",
+        tiny_data_master,
+        "--out",
+        sub,
+        "--no-progress",
+    )
+    assert code == 0
+    with zipfile.ZipFile(sub) as zf:
+        assert zf.namelist() == ["prediction.csv"]
+        rows = list(csv.reader(io.StringIO(zf.read("prediction.csv").decode())))
+    assert rows[0] == ["ID", "Task2"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(500))
+    assert all(0.0 < float(r[1]) < 1.0 for r in rows[1:])
+
+    code, out, _ = run(
+        capsys, "describe", "--config", CONFIGS / "cpu.toml", "--data", tiny_data_master, "--json"
+    )
+    described = json.loads(out)
+    assert code == 0 and described["macs_per_sample"] > 0
+    assert described["parameters"]["total"] == sum(
+        v for k, v in described["parameters"].items() if k != "total"
+    )
+    code, out, _ = run(
+        capsys, "describe", "--config", CONFIGS / "cpu.toml", "--data", tiny_data_master
+    )
+    assert code == 0 and "cross" in out and "total" in out
+
+
+def test_resume_of_a_finished_run_does_nothing(
+    trained_run: Path, tiny_data_master: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = (trained_run / "model.pt").stat().st_mtime_ns
+    code, out, _ = run(
+        capsys, "train", "--data", tiny_data_master, "--out", trained_run, "--resume"
+    )
+    assert code == 0 and "already finished" in out
+    assert (trained_run / "model.pt").stat().st_mtime_ns == before
+    code, _, err = run(
+        capsys,
+        "train",
+        "--data",
+        tiny_data_master,
+        "--config",
+        CONFIGS / "cpu.toml",
+        "--out",
+        trained_run,
+    )
+    assert code == 2 and "already holds a run; pass --resume" in err
+
+
+def test_model_on_data_of_another_schema(
+    trained_run: Path, tiny_data_master: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other"
+    synth.generate(other, replace(synth.PRESETS["tiny"], num_items=400), progress=False)
+    code, _, err = run(capsys, "evaluate", "--run", trained_run, "--data", other)
+    assert code == 2 and "does not match the one the model was trained on" in err
+    assert "num_items: model 300 vs data 400" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["train", "--data", "{data}", "--config", "{missing}", "--out", "{tmp}/r"],
+            "config file not found",
+        ),
+        (
+            ["train", "--data", "{tmp}/nodata", "--config", "{cpu}", "--out", "{tmp}/r"],
+            "data directory not found",
+        ),
+        (
+            [
+                "train",
+                "--data",
+                "{data}",
+                "--config",
+                "{cpu}",
+                "--out",
+                "{tmp}/r",
+                "--set",
+                "model.first_k=0",
+            ],
+            "model.first_k must be >= 1",
+        ),
+        (["train", "--data", "{data}", "--out", "{tmp}/r"], "--config is required"),
+        (["evaluate", "--run", "{tmp}/norun", "--data", "{data}"], "run directory not found"),
+        (["evaluate", "--run", "{tmp}", "--data", "{data}"], "holds no trained model"),
+        (
+            ["predict", "--run", "{tmp}", "--data", "{data}", "--out", "{tmp}/p.csv"],
+            "must be a .zip file",
+        ),
+        (
+            ["describe", "--config", "{cpu}", "--data", "{data}", "--set", "train.bogus=1"],
+            "unknown key train.bogus",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(
+    args: list[str],
+    message: str,
+    tiny_data_master: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    subs = {
+        "data": tiny_data_master,
+        "tmp": tmp_path,
+        "cpu": CONFIGS / "cpu.toml",
+        "missing": tmp_path / "missing.toml",
+    }
+    code, _, err = run(capsys, *[a.format(**subs) for a in args])
+    assert code == 2 and message in err
+    assert not (tmp_path / "r").exists(), "a failed train leaves no run directory"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train"], "the following arguments are required"),
+        (["synth", "out", "--preset", "huge"], "invalid choice: 'huge'"),
+        (["evaluate", "--run", "r", "--data", "d", "--split", "dev"], "invalid choice: 'dev'"),
+    ],
+)
+def test_usage_errors_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,91 @@
+"""Config files and --set overrides: typed, checked, and strict about unknown keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmctr.config import Config, load_config
+from mmctr.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_paper_preset_is_the_paper_configuration() -> None:
+    cfg = load_config(CONFIGS / "paper.toml")
+    m, t = cfg.model, cfg.train
+    assert (m.id_dim, m.tag_dim, m.mm_dim, m.context_dim) == (64, 64, 128, 64)
+    assert (m.max_len, m.num_layers, m.num_heads, m.ff_dim, m.first_k) == (100, 2, 1, 256, 16)
+    assert m.deep_mlp == (1024, 512, 256) and m.pred_mlp == (64, 32) and m.num_cross_layers == 3
+    assert m.mask == "correct" and m.target_concat and m.max_pool
+    assert (t.lr, t.batch_size, t.epochs, t.patience, t.seed) == (5e-4, 128, 100, 5, 20242025)
+    assert (t.lr_decay, t.min_lr, t.grad_clip, t.weight_decay) == (0.1, 1e-6, 10.0, 0.0)
+    assert cfg == Config().with_overrides(
+        ["data.context_vocab_sizes=11,11", "data.num_tags=11740"]
+    ), "paper.toml should only restate the defaults plus the challenge vocabularies"
+
+
+def test_every_shipped_preset_loads() -> None:
+    for path in CONFIGS.glob("*.toml"):
+        load_config(path)
+
+
+def test_overrides_are_parsed_by_field_type() -> None:
+    cfg = Config().with_overrides(
+        [
+            "train.lr=1e-3",
+            "train.epochs=3",
+            "model.use_sequence=false",
+            "model.deep_mlp=[64, 32]",
+            "model.mask=released",
+            "data.context_cols=a,b",
+            "data.context_vocab_sizes=3,4",
+        ]
+    )
+    assert cfg.train.lr == 1e-3 and cfg.train.epochs == 3
+    assert cfg.model.use_sequence is False and cfg.model.deep_mlp == (64, 32)
+    assert cfg.model.mask == "released"
+    assert cfg.data.context_cols == ("a", "b") and cfg.data.context_vocab_sizes == (3, 4)
+    assert Config().with_overrides(["data.context_cols="]).data.context_cols == ()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr", "expected section.key=value"),
+        ("nope.lr=1", "unknown section 'nope'"),
+        ("train.learning_rate=1", "unknown key train.learning_rate"),
+        ("train.epochs=three", "not a valid int"),
+        ("model.use_cross=maybe", "not a valid bool"),
+        ("model.mask=inverted", "model.mask"),
+        ("model.first_k=200", "first_k (200) cannot exceed model.max_len (100)"),
+        ("train.lr=-1", "train.lr must be > 0"),
+    ],
+)
+def test_bad_overrides_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Config().with_overrides([override])
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nid_dim = 'wide'\n")
+    with pytest.raises(ConfigError, match=r"model.id_dim = 'wide' is not a valid int"):
+        load_config(bad)
+    bad.write_text("[model]\nwidth = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key model\.width"):
+        load_config(bad)
+    bad.write_text("[optim]\nlr = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown section \[optim\]"):
+        load_config(bad)
+    bad.write_text("[model\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_round_trip_through_dict() -> None:
+    cfg = load_config(CONFIGS / "cpu.toml", ["model.mask=released"])
+    assert Config.from_dict(cfg.to_dict()) == cfg

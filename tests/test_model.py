@@ -1,0 +1,198 @@
+"""The seed model: exact size, masking semantics, hand-checked layers, exact trimming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from mmctr.config import Config
+from mmctr.model import DataDims, ModelConfig, SeedCTR, macs_per_sample, parameter_counts
+from mmctr.model.layers import MLP, CrossNetwork
+from mmctr.model.sequence import trim_history
+
+CHALLENGE = DataDims(
+    num_items=91_718, num_tags=11_740, tags_per_item=5, emb_dim=128, context_vocab_sizes=(11, 11)
+)
+SMALL_DIMS = DataDims(
+    num_items=60, num_tags=12, tags_per_item=5, emb_dim=16, context_vocab_sizes=(11, 11)
+)
+SMALL = ModelConfig(
+    id_dim=8,
+    tag_dim=8,
+    mm_dim=8,
+    context_dim=4,
+    max_len=20,
+    first_k=4,
+    ff_dim=16,
+    deep_mlp=(32, 16),
+    pred_mlp=(16,),
+)
+
+
+def small_model(**changes: object) -> SeedCTR:
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**SMALL.__dict__, **changes})  # type: ignore[arg-type]
+    model = SeedCTR(cfg, SMALL_DIMS)
+    g = torch.Generator().manual_seed(1)
+    tags = torch.randint(0, SMALL_DIMS.num_tags, (SMALL_DIMS.num_items, 5), generator=g)
+    emb = torch.randn(SMALL_DIMS.num_items, SMALL_DIMS.emb_dim, generator=g)
+    tags[0], emb[0] = 0, 0.0
+    model.items.load_item_features(tags, emb)
+    # the release's init is tiny; larger weights make any leak through a mask visible
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+        model.items.id_emb.weight[0] = 0.0
+        model.items.tag_emb.weight[0] = 0.0
+    return model.eval()
+
+
+def batch(lengths: list[int], seq_len: int = 20) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    history = torch.zeros(len(lengths), seq_len, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        history[row, seq_len - n :] = torch.randint(1, SMALL_DIMS.num_items, (n,), generator=g)
+    target = torch.randint(1, SMALL_DIMS.num_items, (len(lengths),), generator=g)
+    context = torch.randint(0, 11, (len(lengths), 2), generator=g)
+    return history, target, context
+
+
+def test_paper_config_has_the_papers_parameter_count() -> None:
+    with torch.device("meta"):
+        model = SeedCTR(Config().model, CHALLENGE)
+    counts = parameter_counts(model)
+    assert counts["total"] == 267_898_881
+    assert counts["cross"] == 247_802_496  # 3 x (9088 x 9088 + 9088)
+    assert model.x0_dim == 9_088
+
+
+def test_paper_config_multiply_adds() -> None:
+    with torch.device("meta"):
+        model = SeedCTR(Config().model, CHALLENGE)
+    macs = macs_per_sample(model)
+    assert macs["cross"] == 3 * 9_088 * 9_088
+    assert 0.28e9 < macs["sequence"] < 0.29e9  # 2 layers x 100 tokens at d_model 512
+    assert 0.53e9 < macs["total"] < 0.55e9
+
+
+@pytest.mark.parametrize("changes", [{}, {"target_concat": False}, {"use_sequence": False}])
+def test_multiply_adds_match_torch_flop_counter(changes: dict[str, object]) -> None:
+    model = small_model(trim_padding=False, **changes)
+    history, target, context = batch([20, 20, 20])
+    # the math kernel runs attention as bmm, which the counter sees; fused CPU kernels it does not
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(history, target, context)
+    assert counter.get_total_flops() == 2 * 3 * macs_per_sample(model)["total"]
+
+
+def test_correct_mask_ignores_padding_and_sees_history() -> None:
+    model = small_model(trim_padding=False)
+    history, target, context = batch([5, 9, 20])
+    base = model(history, target, context)
+    changed_pad = history.clone()
+    changed_pad[1, :11] = 0  # already padding: rewriting zeros keeps zeros
+    assert torch.equal(model(changed_pad, target, context), base)
+    # a padding slot whose item changes is no longer padding; instead check padding *content*
+    # cannot matter: the item table row 0 may hold anything and the output stays the same
+    model.items.item_emb[0] = 5.0
+    model.items.item_tags[0] = 3
+    with torch.no_grad():
+        model.items.id_emb.weight[0] = 1.0
+    assert torch.allclose(model(history, target, context), base, atol=1e-6)
+    real = history.clone()
+    real[0, -2] = (real[0, -2] % 50) + 1
+    assert not torch.allclose(model(real, target, context)[0], base[0])
+    early = history.clone()
+    early[2, 0] = (early[2, 0] % 50) + 1  # oldest item of a full history, outside the last k
+    assert not torch.allclose(model(early, target, context)[2], base[2])
+
+
+def test_released_mask_is_blind_to_the_real_items_of_short_histories() -> None:
+    model = small_model(mask="released")
+    history, target, context = batch([5, 9, 20])
+    base = model(history, target, context)
+    changed = history.clone()
+    changed[0, -1] = (changed[0, -1] % 50) + 1
+    changed[1, -4] = (changed[1, -4] % 50) + 1
+    assert torch.allclose(model(changed, target, context)[:2], base[:2])
+    other = target.clone()
+    other[0] = (other[0] % 50) + 1
+    assert not torch.allclose(model(history, other, context)[0], base[0])
+    # a full history has one position left unmasked (the release's adjust_mask): not blind
+    full = history.clone()
+    full[2, -1] = (full[2, -1] % 50) + 1
+    assert not torch.allclose(model(full, target, context)[2], base[2])
+
+
+def test_trimming_is_exact_under_the_correct_mask() -> None:
+    # float64, so that the only possible difference is a real one, not summation order
+    trimmed = small_model(trim_padding=True).double()
+    plain = small_model(trim_padding=False).double()
+    history, target, context = batch([3, 5, 8])
+    assert trim_history(history, 4).shape[1] == 8
+    assert trim_history(history[:, :0], 4).shape[1] == 0
+    assert torch.allclose(
+        trimmed(history, target, context), plain(history, target, context), rtol=1e-10, atol=1e-10
+    )
+    short = batch([3, 2, 1])
+    assert trim_history(short[0], 4).shape[1] == 4  # never below first_k
+    assert torch.allclose(trimmed(*short), plain(*short), rtol=1e-10, atol=1e-10)
+
+
+def test_empty_histories_give_finite_outputs() -> None:
+    for mask in ("correct", "released"):
+        model = small_model(mask=mask)
+        history, target, context = batch([0, 0])
+        assert torch.isfinite(model(history, target, context)).all()
+
+
+def test_cross_network_by_hand() -> None:
+    cross = CrossNetwork(dim=2, num_layers=2)
+    with torch.no_grad():
+        for layer in cross.layers:
+            layer.weight.fill_(1.0)
+            layer.bias.fill_(0.5)
+    # x1 = x0 * (W x0 + b) + x0 = [1, 2] * 3.5 + [1, 2] = [4.5, 9]
+    # x2 = x0 * (W x1 + b) + x1 = [1, 2] * 14 + [4.5, 9] = [18.5, 37]
+    out = cross(torch.tensor([[1.0, 2.0]]))
+    assert torch.equal(out, torch.tensor([[18.5, 37.0]]))
+
+
+def test_layers_reject_bad_sizes() -> None:
+    with pytest.raises(ValueError, match="num_layers >= 1"):
+        CrossNetwork(dim=4, num_layers=0)
+    with pytest.raises(ValueError, match="at least one hidden size"):
+        MLP(in_dim=4, hidden=())
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"use_sequence": False},
+        {"use_cross": False},
+        {"use_multimodal": False},
+        {"target_concat": False},
+        {"mm_projection": "none"},
+        {"max_pool": False},
+        {"first_k": 1},
+        {"use_sequence": False, "use_multimodal": False},
+    ],
+)
+def test_variants_run_and_shape(changes: dict[str, object]) -> None:
+    model = small_model(**changes)
+    history, target, context = batch([3, 20])
+    out = model(history, target, context)
+    assert out.shape == (2,) and torch.isfinite(out).all()
+
+
+def test_item_features_must_fit() -> None:
+    model = small_model()
+    with pytest.raises(ValueError, match="do not fit"):
+        model.items.load_item_features(torch.zeros(5, 5, dtype=torch.long), torch.zeros(5, 16))
+
+
+def test_padding_item_embeds_to_zero() -> None:
+    model = small_model()
+    assert torch.equal(model.items(torch.tensor([0])), torch.zeros(1, model.items.out_dim))
