@@ -211,3 +211,31 @@ def test_usage_errors_exit_2(
         main(args)
     assert caught.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_bench_reports_speed_and_memory(
+    tiny_data_master: Path, tiny_config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "bench",
+        "--config",
+        tiny_config_file,
+        "--data",
+        tiny_data_master,
+        "--batches",
+        "2",
+        "--json",
+    )
+    figures = json.loads(out)
+    assert code == 0
+    for key in (
+        "train_samples_per_s",
+        "inference_samples_per_s",
+        "load_seconds",
+        "peak_rss_gb",
+        "matmul_gflops",
+        "train_fraction_of_matmul",
+    ):
+        assert figures[key] > 0, key
+    assert figures["macs_per_sample_computed"] <= figures["macs_per_sample_full_length"]

@@ -144,3 +144,20 @@ def describe(args: argparse.Namespace) -> int:
     for part, n in params.items():
         print(f"{part:<{width}}  {n:>13,}  {macs.get(part, 0):>13,}")
     return 0
+
+
+def bench(args: argparse.Namespace) -> int:
+    from mmctr.training.bench import bench as run_bench
+
+    if args.batches < 1:
+        raise ConfigError(f"--batches must be >= 1, got {args.batches}")
+    config = load_config(args.config, args.overrides)
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    result = run_bench(config, args.data, batches=args.batches)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:<30} {value}")
+    return 0

@@ -72,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.describe)
+
+    p = sub.add_parser("bench", help="training/inference samples/s, load time, peak memory")
+    p.add_argument("--config", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--batches", type=int, default=20, help="timed training batches")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.bench)
     return parser
 
 

@@ -10,7 +10,9 @@ class TrainConfig:
     epochs: int = 100  # upper bound; early stopping usually ends sooner
     patience: int = 5  # epochs without a better valid AUC before stopping
     batch_size: int = 128
-    eval_batch_size: int = 8192
+    eval_batch_size: int = (
+        1024  # larger batches spill out of cache and, at the paper size, need GBs
+    )
     lr: float = 5e-4  # Adam
     lr_decay: float = 0.1  # multiply the learning rate by this after an epoch without gain
     min_lr: float = 1e-6  # floor for the decayed learning rate
