@@ -103,32 +103,39 @@ def check_type(pf: pq.ParquetFile, column: str, kind: str, where: str) -> None:
         raise DataError(f"{where}: column {column!r} must hold {wanted}, found {dtype}")
 
 
+def first_index(mask: np.ndarray) -> int | None:
+    """Index of the first True in a flat boolean array, or None."""
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if hits.size else None
+
+
+def check_not_null(arr: pa.Array, where: str, column: str, row0: int, what: str) -> None:
+    i = first_index(arr.is_null().to_numpy(zero_copy_only=False)) if arr.null_count else None
+    if i is not None:
+        raise DataError(f"{where}: column {column!r} row {row0 + i}: {what}")
+
+
 def list_matrix(arr: pa.Array, width: int | None, where: str, column: str, row0: int) -> np.ndarray:
     """A list column as an (n, width) array; every list must have the same length."""
-    if arr.null_count:
-        row = row0 + int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"{where}: column {column!r} row {row}: value is null")
+    check_not_null(arr, where, column, row0, "value is null")
     lengths = arr.value_lengths().to_numpy(zero_copy_only=False)
     if width is None:
         width = int(lengths[0])
-    wrong = np.flatnonzero(lengths != width)
-    if wrong.size:
-        i = int(wrong[0])
+    i = first_index(lengths != width)
+    if i is not None:
         raise DataError(
             f"{where}: column {column!r} row {row0 + i}: list has {lengths[i]} values, "
             f"expected {width} like the other rows"
         )
     flat = arr.flatten()
-    if flat.null_count:
-        i = int(np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
+    i = first_index(flat.is_null().to_numpy(zero_copy_only=False)) if flat.null_count else None
+    if i is not None:
         raise DataError(f"{where}: column {column!r} row {row0 + i // width}: list holds a null")
     return flat.to_numpy(zero_copy_only=False).reshape(len(arr), width)
 
 
 def scalar(arr: pa.Array, where: str, column: str, row0: int) -> np.ndarray:
-    if arr.null_count:
-        row = row0 + int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"{where}: column {column!r} row {row}: value is null")
+    check_not_null(arr, where, column, row0, "value is null")
     return arr.to_numpy(zero_copy_only=False)
 
 
@@ -172,10 +179,8 @@ def read_item_table(data_dir: Path, cfg: DataConfig, *, num_tags: int | None = N
     emb: np.ndarray | None = None
     for row0, batch in record_batches(pf, columns):
         ids = scalar(batch.column(cfg.item_col), where, cfg.item_col, row0)
-        expected = np.arange(row0, row0 + len(ids))
-        off = np.flatnonzero(ids != expected)
-        if off.size:
-            i = int(off[0])
+        i = first_index(ids != np.arange(row0, row0 + len(ids)))
+        if i is not None:
             raise DataError(
                 f"{where}: column {cfg.item_col!r} row {row0 + i}: item_id {ids[i]} differs from "
                 f"its row index {row0 + i}; item_info must be sorted with row index == item_id"
@@ -279,9 +284,8 @@ def read_split(
         if labels is not None:
             y = scalar(batch.column(cfg.label_col), where, cfg.label_col, row0).astype(np.float64)
             check_finite(y, where, cfg.label_col, row0)
-            off = np.flatnonzero((y != 0.0) & (y != 1.0))
-            if off.size:
-                i = int(off[0])
+            i = first_index((y != 0.0) & (y != 1.0))
+            if i is not None:
                 raise DataError(
                     f"{where}: column {cfg.label_col!r} row {row0 + i}: label {y[i]} is not 0 or 1"
                 )
