@@ -87,8 +87,9 @@ def test_multiply_adds_match_torch_flop_counter(changes: dict[str, object]) -> N
     assert counter.get_total_flops() == 2 * 3 * macs_per_sample(model)["total"]
 
 
-def test_correct_mask_ignores_padding_and_sees_history() -> None:
-    model = small_model(trim_padding=False)
+@pytest.mark.parametrize("pack", [False, True])
+def test_correct_mask_ignores_padding_and_sees_history(pack: bool) -> None:
+    model = small_model(trim_padding=False, pack_tokens=pack)
     history, target, context = batch([5, 9, 20])
     base = model(history, target, context)
     changed_pad = history.clone()
@@ -126,19 +127,32 @@ def test_released_mask_is_blind_to_the_real_items_of_short_histories() -> None:
     assert not torch.allclose(model(full, target, context)[2], base[2])
 
 
-def test_trimming_is_exact_under_the_correct_mask() -> None:
+@pytest.mark.parametrize(("trim", "pack"), [(True, False), (False, True), (True, True)])
+def test_fast_paths_are_exact_under_the_correct_mask(trim: bool, pack: bool) -> None:
     # float64, so that the only possible difference is a real one, not summation order
-    trimmed = small_model(trim_padding=True).double()
-    plain = small_model(trim_padding=False).double()
-    history, target, context = batch([3, 5, 8])
+    fast = small_model(trim_padding=trim, pack_tokens=pack).double()
+    plain = small_model(trim_padding=False, pack_tokens=False).double()
+    for lengths in ([3, 5, 8], [20, 1, 7], [3, 2, 1], [0, 4, 2]):
+        history, target, context = batch(lengths)
+        out_fast, out_plain = fast(history, target, context), plain(history, target, context)
+        assert torch.allclose(out_fast, out_plain, rtol=1e-10, atol=1e-10), lengths
+        out_fast.sum().backward()
+        out_plain.sum().backward()
+        for (name, p_fast), p_plain in zip(
+            fast.named_parameters(), plain.parameters(), strict=True
+        ):
+            g_fast = p_fast.grad if p_fast.grad is not None else torch.zeros_like(p_fast)
+            g_plain = p_plain.grad if p_plain.grad is not None else torch.zeros_like(p_plain)
+            assert torch.allclose(g_fast, g_plain, rtol=1e-8, atol=1e-10), (lengths, name)
+        fast.zero_grad()
+        plain.zero_grad()
+
+
+def test_trim_history_keeps_at_least_first_k() -> None:
+    history, _, _ = batch([3, 5, 8])
     assert trim_history(history, 4).shape[1] == 8
     assert trim_history(history[:, :0], 4).shape[1] == 0
-    assert torch.allclose(
-        trimmed(history, target, context), plain(history, target, context), rtol=1e-10, atol=1e-10
-    )
-    short = batch([3, 2, 1])
-    assert trim_history(short[0], 4).shape[1] == 4  # never below first_k
-    assert torch.allclose(trimmed(*short), plain(*short), rtol=1e-10, atol=1e-10)
+    assert trim_history(batch([3, 2, 1])[0], 4).shape[1] == 4
 
 
 def test_empty_histories_give_finite_outputs() -> None:

@@ -30,6 +30,7 @@ class ModelConfig:
     max_pool: bool = True  # ++ Linear(max-pool over real positions)
     mask: MaskMode = "correct"  # "released" reproduces the release's inverted padding mask
     trim_padding: bool = True  # skip all-padding columns of a batch (exact under mask=correct)
+    pack_tokens: bool = True  # per-token layers on real items only (exact under mask=correct)
     # feature interaction: DCNv2 cross network in parallel with a deep MLP
     use_cross: bool = True
     num_cross_layers: int = 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmctr.model.config import ModelConfig
@@ -75,17 +76,28 @@ class SeedCTR(nn.Module):
         self.x0_dim = x0_dim
         reset_parameters(self)
 
+    def _interest(self, history: torch.Tensor, target_vec: torch.Tensor) -> torch.Tensor:
+        assert self.sequence is not None
+        cfg = self.cfg
+        history = history[:, -cfg.max_len :]
+        exact_skips = cfg.mask == "correct"  # padding is inert only under the correct mask
+        if cfg.trim_padding and exact_skips:
+            history = trim_history(history, cfg.first_k)
+        if cfg.pack_tokens and exact_skips:
+            if history.shape[1] < cfg.first_k:
+                history = F.pad(history, (cfg.first_k - history.shape[1], 0))
+            real = history.ne(0)
+            packed = self.items(history[real])  # (N, Di): real items only, row-major
+            return self.sequence.forward_packed(packed, target_vec, real)
+        return self.sequence(self.items(history), target_vec, history.ne(0))  # (B, L, Di) in
+
     def forward(
         self, history: torch.Tensor, target: torch.Tensor, context: torch.Tensor
     ) -> torch.Tensor:
         target_vec = self.items(target)  # (B, Di)
         parts = [self.context(context), target_vec]
         if self.sequence is not None:
-            history = history[:, -self.cfg.max_len :]
-            if self.cfg.trim_padding and self.cfg.mask == "correct":
-                history = trim_history(history, self.cfg.first_k)
-            hist_vecs = self.items(history)  # (B, L, Di)
-            parts.append(self.sequence(hist_vecs, target_vec, history.ne(0)))
+            parts.append(self._interest(history, target_vec))
         x0 = torch.cat(parts, dim=-1)  # (B, x0_dim)
         towers = []
         if self.cross is not None:

@@ -7,6 +7,8 @@ positions plus a Linear of the max-pool over real positions.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,13 +36,36 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-        B, L, D = x.shape
+        a = self._attention(self.qkv(x), attend)  # (B, L, D)
+        return self._residual_blocks(x, a)
+
+    def forward_packed(
+        self, x: torch.Tensor, index: torch.Tensor, attend: torch.Tensor
+    ) -> torch.Tensor:
+        """The same layer over real tokens only: x (N, D) holds the tokens at flat positions
+        ``index`` of the (B, L) layout that ``attend`` (B, 1, 1, L) describes.
+
+        Every per-token step (projections, feed-forward, LayerNorm) runs on the N real tokens;
+        only the attention itself runs in the padded layout, where padding keys are masked out.
+        """
+        B, L = attend.shape[0], attend.shape[-1]
+        qkv = self.qkv(x)  # (N, 3D)
+        padded = qkv.new_zeros(B * L, qkv.shape[1]).index_copy(0, index, qkv)
+        a = self._attention(padded.view(B, L, -1), attend)  # (B, L, D)
+        return self._residual_blocks(x, a.reshape(B * L, -1)[index])
+
+    def _attention(self, qkv: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+        B, L, three_d = qkv.shape
+        D = three_d // 3
         p = self.dropout if self.training else 0.0
-        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).unbind(2)
+        q, k, v = qkv.view(B, L, 3, self.num_heads, D // self.num_heads).unbind(2)
         a = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attend, dropout_p=p
         )  # (B, H, L, D/H)
-        a = a.transpose(1, 2).reshape(B, L, D)
+        return a.transpose(1, 2).reshape(B, L, D)
+
+    def _residual_blocks(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        p = self.dropout if self.training else 0.0
         x = self.norm1(x + F.dropout(self.attn_out(a), p, self.training))
         h = F.dropout(F.relu(self.ff_in(x)), p, self.training)
         return self.norm2(x + F.dropout(self.ff_out(h), p, self.training))
@@ -114,7 +139,33 @@ class TargetAwareTransformer(nn.Module):
         attend, keep = key_masks(real, self.mask)
         for layer in self.layers:
             x = layer(x, attend[:, None, None, :])
-        x = x * keep.unsqueeze(-1).to(x.dtype)  # ignored positions contribute zeros
+        return self._interest(x * keep.unsqueeze(-1).to(x.dtype), keep)
+
+    def forward_packed(
+        self, history: torch.Tensor, target: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor:
+        """As ``forward`` under the correct mask, computing per-token layers on real items only.
+
+        Shape: history (N, Di) vectors of the real items, in row-major order of ``real``;
+        target (B, Di); real (B, L) bool with L >= first_k -> (B, out_dim).
+        """
+        if self.mask != "correct":
+            raise ValueError("packed tokens are only exact under mask='correct'")
+        B, L = real.shape
+        if L < self.first_k:
+            raise ValueError(f"history length {L} is shorter than first_k {self.first_k}")
+        index = real.reshape(-1).nonzero().squeeze(1)  # (N,) flat positions of real items
+        x = history
+        if self.target_concat:
+            x = torch.cat([history, target[torch.div(index, L, rounding_mode="floor")]], dim=-1)
+        attend, keep = key_masks(real, "correct")
+        for layer in self.layers:
+            x = cast(EncoderLayer, layer).forward_packed(x, index, attend[:, None, None, :])
+        padded = x.new_zeros(B * L, x.shape[1]).index_copy(0, index, x)
+        return self._interest(padded.view(B, L, -1), keep)
+
+    def _interest(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Last-k flatten ++ Linear(max-pool over kept positions); x is zero where not kept."""
         parts = [x[:, -self.first_k :].flatten(1)]  # (B, k * D)
         if self.pool is not None:
             pooled = x.masked_fill(~keep.unsqueeze(-1), float("-inf")).amax(1)
