@@ -1,0 +1,16 @@
+"""Converters: raw interaction logs (and MicroLens-50k) -> the challenge layout.
+
+core        the general converter (split, negatives, levels, tags, embeddings, writing)
+io          reading events/items files (csv, tsv, parquet) into arrays
+levels      views_level / likes_level bins from the train period
+negatives   seeded negative sampling that never picks an item the user touched
+tags        #hashtag parsing and the tag vocabulary
+emb         item embeddings from a file or from the embed pipeline
+write       writing the layout atomically
+microlens   the MicroLens-50k adapter
+"""
+
+from mmctr.data.convert.core import ConvertOptions, convert
+from mmctr.data.convert.microlens import convert_microlens
+
+__all__ = ["ConvertOptions", "convert", "convert_microlens"]
