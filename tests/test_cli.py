@@ -216,17 +216,8 @@ def test_usage_errors_exit_2(
 def test_bench_reports_speed_and_memory(
     tiny_data_master: Path, tiny_config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(
-        capsys,
-        "bench",
-        "--config",
-        tiny_config_file,
-        "--data",
-        tiny_data_master,
-        "--batches",
-        "2",
-        "--json",
-    )
+    args = ["bench", "--config", tiny_config_file, "--data", tiny_data_master, "--batches", "2"]
+    code, out, _ = run(capsys, *args, "--baseline", "--json")
     figures = json.loads(out)
     assert code == 0
     for key in (
@@ -235,7 +226,12 @@ def test_bench_reports_speed_and_memory(
         "load_seconds",
         "peak_rss_gb",
         "matmul_gflops",
-        "train_fraction_of_matmul",
+        "mfu",
+        "train_speedup",
+        "inference_speedup",
     ):
         assert figures[key] > 0, key
-    assert figures["macs_per_sample_computed"] <= figures["macs_per_sample_full_length"]
+    assert figures["useful_macs_per_sample"] < figures["full_length_macs_per_sample"]
+    assert figures["baseline"]["useful_macs_per_sample"] == figures["useful_macs_per_sample"]
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and "train_samples_per_s" in out and "baseline" not in out

@@ -154,10 +154,14 @@ def bench(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
-    result = run_bench(config, args.data, batches=args.batches)
+    result = run_bench(config, args.data, batches=args.batches, baseline=args.baseline)
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
-            print(f"{key:<30} {value}")
+            if isinstance(value, dict):
+                for sub_key, sub_value in value.items():
+                    print(f"{key + '.' + sub_key:<36} {sub_value}")
+            else:
+                print(f"{key:<36} {value}")
     return 0

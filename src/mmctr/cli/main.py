@@ -11,6 +11,8 @@ import traceback
 from collections.abc import Sequence
 
 from mmctr.cli import commands
+from mmctr.cli import convert as convert_cli
+from mmctr.cli import embed as embed_cli
 from mmctr.errors import MmctrError
 
 
@@ -78,10 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--batches", type=int, default=20, help="timed training batches")
     p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also time the plain full-length path on the same batches and report the speed-ups",
+    )
+    p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.bench)
+
+    convert_cli.add_parser(sub)
+    embed_cli.add_parser(sub)
     return parser
 
 

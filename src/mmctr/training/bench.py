@@ -1,8 +1,10 @@
 """Speed and memory of a config on a data set, measured in one process.
 
-Figures: data load seconds, training and inference samples/s after warm-up, multiply-adds per
-sample at the history lengths actually computed, the achieved GFLOP/s next to the machine's
-large fp32 matmul GFLOP/s measured in the same run, and peak resident memory.
+Figures: data load seconds, training and inference samples/s after warm-up, useful
+multiply-adds per sample (each row at its real history length), the achieved useful GFLOP/s
+next to the machine's large fp32 matmul GFLOP/s measured in the same run, and peak resident
+memory. ``baseline=True`` measures the plain path as well (every row through all ``max_len``
+positions, no packing) on the same batches, so that the speed-ups are ratios from one run.
 """
 
 from __future__ import annotations
@@ -10,17 +12,18 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from dataclasses import replace
 from itertools import cycle, islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mmctr.config import Config
-from mmctr.data import iter_batches, load_dataset
+from mmctr.data import Batch, Dataset, iter_batches, load_dataset
 from mmctr.model import SeedCTR, macs_per_sample
-from mmctr.model.sequence import trim_history
 from mmctr.training.checkpoint import dims_of
 from mmctr.training.loop import attach_items
 
@@ -40,39 +43,25 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def computed_length(model: SeedCTR, history: torch.Tensor) -> int:
-    """History positions the model computes for this batch (after its trimming)."""
+def useful_macs(model: SeedCTR, batch: Batch) -> int:
+    """Multiply-adds the batch needs if each row is computed at its real history length."""
     if model.sequence is None:
-        return 0
-    history = history[:, -model.cfg.max_len :]
-    if model.cfg.trim_padding and model.cfg.mask == "correct":
-        history = trim_history(history, model.cfg.first_k)
-    return max(int(history.shape[1]), model.cfg.first_k)
-
-
-def bench(
-    config: Config, data_dir: str | Path, *, batches: int = 20, warmup: int = 3
-) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    data = load_dataset(data_dir, config.data, ("train", "valid"))
-    load_seconds = time.perf_counter() - t0
-    torch.manual_seed(config.train.seed)
-    model = SeedCTR(config.model, dims_of(data.schema))
-    attach_items(model, data.items)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    max_len = config.model.max_len
-
-    train_batches = list(
-        islice(
-            iter_batches(
-                data["train"], config.train.batch_size, max_len=max_len, shuffle=True, seed=0
-            ),
-            warmup + batches,
+        return len(batch) * macs_per_sample(model, 0)["total"]
+    window = batch.history[:, -model.cfg.max_len :]
+    lengths = window.ne(0).sum(1).numpy()
+    values, counts = np.unique(lengths, return_counts=True)
+    return int(
+        sum(
+            c * macs_per_sample(model, int(v))["total"] for v, c in zip(values, counts, strict=True)
         )
     )
+
+
+def _timed_training(model: SeedCTR, batches: list[Batch], warmup: int, lr: float) -> float:
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
-    samples = macs = 0
-    for i, batch in enumerate(train_batches):
+    start = time.perf_counter()
+    for i, batch in enumerate(batches):
         if i == warmup:
             start = time.perf_counter()
         assert batch.labels is not None
@@ -82,49 +71,93 @@ def bench(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if i >= warmup:
-            samples += len(batch)
-            macs += (
-                len(batch) * macs_per_sample(model, computed_length(model, batch.history))["total"]
-            )
-    train_seconds = time.perf_counter() - start
-    train_flops = 3 * 2 * macs  # backward costs about twice the forward
+    return time.perf_counter() - start
 
+
+@torch.inference_mode()
+def _timed_inference(model: SeedCTR, batches: list[Batch]) -> float:
     model.eval()
-    eval_size = config.train.eval_batch_size
-    eval_batches = list(
+    model(batches[0].history, batches[0].target, batches[0].context)  # warm-up
+    start = time.perf_counter()
+    for batch in batches[1:]:
+        model(batch.history, batch.target, batch.context)
+    return time.perf_counter() - start
+
+
+def _measure(
+    config: Config, data: Dataset, train: list[Batch], infer: list[Batch], warmup: int
+) -> dict[str, float]:
+    torch.manual_seed(config.train.seed)
+    model = SeedCTR(config.model, dims_of(data.schema))
+    attach_items(model, data.items)
+    train_s = _timed_training(model, train, warmup, config.train.lr)
+    infer_s = _timed_inference(model, infer)
+    timed_train, timed_infer = train[warmup:], infer[1:]
+    train_rows = sum(len(b) for b in timed_train)
+    infer_rows = sum(len(b) for b in timed_infer)
+    train_macs = sum(useful_macs(model, b) for b in timed_train)
+    infer_macs = sum(useful_macs(model, b) for b in timed_infer)
+    return {
+        "train_samples_per_s": train_rows / train_s,
+        "inference_samples_per_s": infer_rows / infer_s,
+        "useful_macs_per_sample": train_macs / train_rows,
+        "train_gflops": 3 * 2 * train_macs / train_s / 1e9,  # backward ~ twice the forward
+        "inference_gflops": 2 * infer_macs / infer_s / 1e9,
+    }
+
+
+def bench(
+    config: Config,
+    data_dir: str | Path,
+    *,
+    batches: int = 20,
+    warmup: int = 3,
+    baseline: bool = False,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    data = load_dataset(data_dir, config.data, ("train", "valid"))
+    load_seconds = time.perf_counter() - t0
+    max_len = config.model.max_len
+    train = list(
         islice(
-            cycle(iter_batches(data["valid"], eval_size, max_len=max_len)), 1 + max(2, batches // 4)
+            iter_batches(
+                data["train"], config.train.batch_size, max_len=max_len, shuffle=True, seed=0
+            ),
+            warmup + batches,
         )
     )
-    infer_samples = infer_macs = 0
-    with torch.inference_mode():
-        model(eval_batches[0].history, eval_batches[0].target, eval_batches[0].context)
-        start = time.perf_counter()
-        for batch in eval_batches[1:]:
-            model(batch.history, batch.target, batch.context)
-            infer_samples += len(batch)
-            infer_macs += (
-                len(batch) * macs_per_sample(model, computed_length(model, batch.history))["total"]
-            )
-    infer_seconds = time.perf_counter() - start
+    infer = list(
+        islice(
+            cycle(iter_batches(data["train"], config.train.eval_batch_size, max_len=max_len)),
+            1 + max(2, batches // 4),
+        )
+    )
+    fast = _measure(config, data, train, infer, warmup)
     peak = matmul_gflops()
-    train_gflops = train_flops / train_seconds / 1e9
-    infer_gflops = 2 * infer_macs / infer_seconds / 1e9
-    return {
+    out: dict[str, Any] = {
         "load_seconds": round(load_seconds, 2),
         "train_rows": len(data["train"]),
         "threads": torch.get_num_threads(),
         "batch_size": config.train.batch_size,
-        "train_samples_per_s": round(samples / train_seconds, 1),
-        "inference_batch_size": eval_size,
-        "inference_samples_per_s": round(infer_samples / infer_seconds, 1),
-        "macs_per_sample_computed": round(macs / max(samples, 1)),
-        "macs_per_sample_full_length": macs_per_sample(model)["total"],
-        "train_gflops": round(train_gflops, 2),
-        "inference_gflops": round(infer_gflops, 2),
-        "matmul_gflops": round(peak, 2),
-        "train_fraction_of_matmul": round(train_gflops / peak, 3),
-        "inference_fraction_of_matmul": round(infer_gflops / peak, 3),
-        "peak_rss_gb": round(peak_rss_gb(), 3),
+        "inference_batch_size": config.train.eval_batch_size,
+        "full_length_macs_per_sample": macs_per_sample(_meta_model(config, data))["total"],
+        **{k: round(v, 2) for k, v in fast.items()},
+        "matmul_gflops": round(peak, 1),
+        "mfu": round(fast["train_gflops"] / peak, 3),
+        "inference_mfu": round(fast["inference_gflops"] / peak, 3),
     }
+    if baseline:
+        plain_model = replace(config.model, trim_padding=False, pack_tokens=False)
+        plain = _measure(replace(config, model=plain_model), data, train, infer, warmup)
+        out["baseline"] = {k: round(v, 2) for k, v in plain.items()}
+        out["train_speedup"] = round(fast["train_samples_per_s"] / plain["train_samples_per_s"], 2)
+        out["inference_speedup"] = round(
+            fast["inference_samples_per_s"] / plain["inference_samples_per_s"], 2
+        )
+    out["peak_rss_gb"] = round(peak_rss_gb(), 3)
+    return out
+
+
+def _meta_model(config: Config, data: Dataset) -> SeedCTR:
+    with torch.device("meta"):
+        return SeedCTR(config.model, dims_of(data.schema))

@@ -1,0 +1,249 @@
+"""Items -> raw encoder outputs (batched, cached) -> PCA -> one fixed-width vector per item.
+
+Missing inputs: an item whose text is None / empty, or whose image path is None / empty, does
+not exist or cannot be decoded, gets a zero block for that modality in the PCA input, so every
+item still gets a vector. Images that were named but unusable are counted and reported in one
+warning rather than stopping the run. The PCA is fitted on all items, those with a missing
+block included.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from mmctr.embed import encoders
+from mmctr.embed.cache import EncodingCache
+from mmctr.embed.encoders import (
+    DEFAULT_IMAGE_ENCODER,
+    DEFAULT_TEXT_ENCODER,
+    Encoder,
+)
+from mmctr.embed.inputs import (
+    ModalityStats,
+    check_ids,
+    image_inputs,
+    load_images,
+    text_inputs,
+)
+from mmctr.embed.pca import FittedPCA, check_dim, fit_pca, pca_input
+from mmctr.errors import ConfigError, DataError
+
+FLUSH_SECONDS = 120.0  # rewrite the cache at most this often during a long encode
+
+
+@dataclass
+class RawEmbeddings:
+    """Raw encoder outputs for N items; a zero row where an item lacks the modality."""
+
+    text: np.ndarray | None  # (N, D_text) float32, None when the text modality is not used
+    image: np.ndarray | None  # (N, D_image) float32, None when the image modality is not used
+    modalities: tuple[tuple[str, str, int], ...]  # (modality, encoder name, width), block order
+    stats: dict[str, ModalityStats]
+
+
+def _encode_modality(
+    modality: str,
+    encoder: Encoder,
+    ids: np.ndarray,
+    payloads: list[Any],
+    keys: np.ndarray,
+    stats: ModalityStats,
+    *,
+    cache_dir: str | Path | None,
+    batch_size: int,
+    show: bool,
+) -> np.ndarray:
+    """(N, D) float32 raw vectors of one modality, zero rows where the item lacks it."""
+    n = len(ids)
+    present = np.flatnonzero([p is not None for p in payloads])
+    if modality == "text":
+        stats.named = len(present)
+    cache = EncodingCache(cache_dir, modality, encoder.name)
+    hit, rows = cache.lookup(ids[present], keys[present])
+    stats.cached = int(hit.sum())
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    if stats.cached:
+        parts.append((present[hit], cache.vectors(rows[hit])))
+    todo = present[~hit]
+    if modality == "text":  # similar lengths per batch: less padding for the transformer
+        todo = todo[np.argsort([-len(payloads[i]) for i in todo], kind="stable")]
+    last_flush = time.monotonic()
+    bar = tqdm(
+        total=len(todo),
+        desc=f"{modality} {encoder.name}",
+        unit="item",
+        disable=not show,
+        file=sys.stderr,
+    )
+    try:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            if modality == "image":
+                chunk, batch = load_images(chunk, payloads, stats)
+            else:
+                batch = [payloads[i] for i in chunk]
+            if len(chunk):
+                vectors = np.asarray(encoder.encode(batch), dtype=np.float32)
+                _check_output(encoder, vectors, len(chunk), parts, cache)
+                parts.append((chunk, vectors))
+                cache.add(ids[chunk], keys[chunk], vectors)
+                stats.encoded += len(chunk)
+            bar.update(min(batch_size, len(todo) - start))
+            if time.monotonic() - last_flush > FLUSH_SECONDS:
+                cache.flush()
+                last_flush = time.monotonic()
+    finally:
+        bar.close()
+        cache.flush()  # keep what was encoded, also when interrupted
+    if not parts:
+        raise DataError(
+            f"no item has a usable {modality} ({stats.named} of {n} named one"
+            + (f", {stats.unusable} unusable, e.g. {stats.examples[0]}" if stats.unusable else "")
+            + ")"
+        )
+    raw = np.zeros((n, parts[0][1].shape[1]), dtype=np.float32)
+    for where, vectors in parts:
+        raw[where] = vectors
+    return raw
+
+
+def _check_output(
+    encoder: Encoder,
+    vectors: np.ndarray,
+    rows: int,
+    parts: list[tuple[np.ndarray, np.ndarray]],
+    cache: EncodingCache,
+) -> None:
+    if vectors.ndim != 2 or vectors.shape[0] != rows:
+        raise ConfigError(
+            f"encoder {encoder.name!r} returned shape {vectors.shape} for {rows} inputs"
+        )
+    if parts and vectors.shape[1] != parts[0][1].shape[1]:
+        raise ConfigError(
+            f"encoder {encoder.name!r} gives {vectors.shape[1]}-d vectors, earlier ones (cached "
+            f"in {cache.path}) are {parts[0][1].shape[1]}-d; delete that cache file"
+        )
+
+
+def encode_items(
+    ids: np.ndarray,
+    texts: Sequence[str | None] | None,
+    image_paths: Sequence[str | Path | None] | None,
+    *,
+    text_encoder: str | Encoder = DEFAULT_TEXT_ENCODER,
+    image_encoder: str | Encoder = DEFAULT_IMAGE_ENCODER,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 64,
+    progress: bool | None = None,
+    allow_download: bool = False,
+    image_root: str | Path | None = None,
+) -> RawEmbeddings:
+    """Raw encoder outputs of every item and modality in use (see ``embed_items``)."""
+    if texts is None and image_paths is None:
+        raise ConfigError("no modality selected: give texts and/or image paths")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    ids = check_ids(ids)
+    n = len(ids)
+    show = sys.stderr.isatty() if progress is None else progress
+    stats: dict[str, ModalityStats] = {}
+    out: dict[str, np.ndarray | None] = {"text": None, "image": None}
+    modalities: list[tuple[str, str, int]] = []
+    jobs: list[tuple[str, Encoder, list[Any], np.ndarray]] = []
+    if texts is not None:
+        stats["text"] = ModalityStats()
+        payloads, keys = text_inputs(texts, n)
+        jobs.append(
+            (
+                "text",
+                encoders.text_encoder(text_encoder, allow_download=allow_download),
+                payloads,
+                keys,
+            )
+        )
+    if image_paths is not None:
+        stats["image"] = ModalityStats()
+        root = None if image_root is None else Path(image_root)
+        payloads, keys = image_inputs(image_paths, n, root, stats["image"])
+        encoder = encoders.image_encoder(image_encoder, allow_download=allow_download)
+        jobs.append(("image", encoder, payloads, keys))
+    for modality, encoder, payloads, keys in jobs:
+        raw = _encode_modality(
+            modality,
+            encoder,
+            ids,
+            payloads,
+            keys,
+            stats[modality],
+            cache_dir=cache_dir,
+            batch_size=batch_size,
+            show=show,
+        )
+        out[modality] = raw
+        modalities.append((modality, encoder.name, int(raw.shape[1])))
+    image_stats = stats.get("image")
+    if image_stats is not None and image_stats.unusable:
+        warnings.warn(
+            f"{image_stats.unusable} of {image_stats.named} images could not be used and count "
+            f"as 'no image': {'; '.join(image_stats.examples)}",
+            stacklevel=2,
+        )
+    return RawEmbeddings(out["text"], out["image"], tuple(modalities), stats)
+
+
+def embed_items(
+    ids: np.ndarray,
+    texts: Sequence[str | None] | None,
+    image_paths: Sequence[str | Path | None] | None,
+    *,
+    dim: int = 128,
+    whiten: bool = False,
+    text_encoder: str | Encoder = DEFAULT_TEXT_ENCODER,
+    image_encoder: str | Encoder = DEFAULT_IMAGE_ENCODER,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 64,
+    progress: bool | None = None,
+    allow_download: bool = False,
+    image_root: str | Path | None = None,
+) -> tuple[np.ndarray, FittedPCA]:
+    """Embed N items into ``dim`` dimensions: returns ((N, dim) float32, the fitted PCA).
+
+    ``ids``: (N,) unique integer item ids (they key the cache). ``texts``: N strings or None
+    per item, or None for no text modality. ``image_paths``: N paths or None per item (relative
+    ones are taken from ``image_root`` when given), or None for no image modality. Each
+    modality's raw vectors are L2-normalised, concatenated (zero block when an item lacks it)
+    and reduced by PCA, optionally whitened. ``cache_dir``: where raw vectors are kept between
+    runs (None: no cache). Encoders are names (see ``text_encoder``/``image_encoder`` in
+    ``mmctr.embed.encoders``) or objects with ``name`` and ``encode``. Row i of the result is
+    item ``ids[i]``, and equals ``pca.project(raw_text, raw_image)[i]``.
+    """
+    check_dim(dim, len(ids))  # before the slow part; the input width is checked by the fit
+    raw = encode_items(
+        ids,
+        texts,
+        image_paths,
+        text_encoder=text_encoder,
+        image_encoder=image_encoder,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        progress=progress,
+        allow_download=allow_download,
+        image_root=image_root,
+    )
+    return reduce(raw, dim, whiten=whiten)
+
+
+def reduce(raw: RawEmbeddings, dim: int, *, whiten: bool = False) -> tuple[np.ndarray, FittedPCA]:
+    """Fit the PCA on ``raw`` and project it: ((N, dim) float32, FittedPCA)."""
+    x = pca_input(raw.modalities, {"text": raw.text, "image": raw.image})
+    pca = fit_pca(x, dim, whiten=whiten, modalities=raw.modalities)
+    return pca.transform(x), pca
