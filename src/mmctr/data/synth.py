@@ -19,24 +19,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-SPLITS = ("train", "valid", "test")
-ITEM_FILE = "item_info.parquet"
-META_FILE = "dataset.json"
-OUTPUT_FILES = (*(f"{s}.parquet" for s in SPLITS), ITEM_FILE)
-_I64 = pa.int64()
-ROW_SCHEMA = pa.schema(
-    {
-        "user_id": _I64,
-        "item_seq": pa.list_(_I64),
-        "item_id": _I64,
-        "likes_level": _I64,
-        "views_level": _I64,
-        "label": pa.float64(),
-    }
+from mmctr.data.layout import (
+    ITEM_FILE,
+    ITEM_SCHEMA,
+    META_FILE,
+    OUTPUT_FILES,
+    ROW_SCHEMA,
+    SPLITS,
 )
-ITEM_SCHEMA = pa.schema(
-    [("item_id", _I64), ("item_tags", pa.list_(_I64)), ("item_emb_d128", pa.list_(pa.float32()))]
-)
+
 TAGS_PER_ITEM = 5
 EMB_DIM = 128
 NUM_LEVELS = 10  # context levels 1..10; 0 means "unknown"

@@ -26,6 +26,7 @@ from mmctr.data.convert.io import Events, Items, duplicate_check, show, where
 from mmctr.data.convert.levels import LIKES_DEF, VIEWS_DEF, likes_levels, views_levels
 from mmctr.data.convert.negatives import sample_negatives
 from mmctr.data.convert.tags import item_tags
+from mmctr.data.layout import SPLITS
 from mmctr.errors import ConfigError, DataError
 
 MIN_EVENTS = 3  # one train-period event (the first train row's history), valid and test
@@ -246,7 +247,7 @@ def _build(
     cw.write_maps(tmp, items.ids, log.user_names)
     rows, rates, lengths = {}, {}, {}
     with cw.progress_bar(len(positives) * (opts.negatives + 1), show) as bar:
-        for r, split in enumerate(cw.SPLITS):
+        for r, split in enumerate(SPLITS):
             sel = role[positives] == r
             g = positives[sel]
             written, pos_rate = cw.write_split(

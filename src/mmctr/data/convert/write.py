@@ -13,24 +13,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from mmctr.data.convert.tags import TagVocab
+from mmctr.data.layout import ITEM_SCHEMA, ROW_SCHEMA
 from mmctr.errors import DataError
 
-SPLITS = ("train", "valid", "test")
 CHUNK_POSITIVES = 10_000  # positives per row group: bounds the memory of the history matrix
-_I64 = pa.int64()
-ROW_SCHEMA = pa.schema(
-    {
-        "user_id": _I64,
-        "item_seq": pa.list_(_I64),
-        "item_id": _I64,
-        "likes_level": _I64,
-        "views_level": _I64,
-        "label": pa.float64(),
-    }
-)
-ITEM_SCHEMA = pa.schema(
-    [("item_id", _I64), ("item_tags", pa.list_(_I64)), ("item_emb_d128", pa.list_(pa.float32()))]
-)
 Array = np.ndarray[Any, Any]
 
 
