@@ -210,3 +210,13 @@ def test_item_features_must_fit() -> None:
 def test_padding_item_embeds_to_zero() -> None:
     model = small_model()
     assert torch.equal(model.items(torch.tensor([0])), torch.zeros(1, model.items.out_dim))
+
+
+def test_factory_builds_the_seed_model_unless_din_is_asked_for() -> None:
+    from mmctr.model import DIN, build_model
+
+    assert type(build_model(SMALL, SMALL_DIMS)) is SeedCTR
+    din = ModelConfig(**{**SMALL.__dict__, "kind": "din", "max_len": 2})  # first_k is not DIN's
+    assert type(build_model(din, SMALL_DIMS)) is DIN
+    with pytest.raises(ValueError, match="released' applies to the seed model"):
+        ModelConfig(kind="din", mask="released")

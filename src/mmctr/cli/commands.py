@@ -12,7 +12,7 @@ import torch
 from mmctr.config import Config, load_config
 from mmctr.data import load_dataset
 from mmctr.errors import ConfigError
-from mmctr.model import SeedCTR, macs_per_sample, parameter_counts
+from mmctr.model import build_model, macs_per_sample, parameter_counts
 from mmctr.training import checkpoint as ckpt
 from mmctr.training.loop import attach_items, fit, predict_probs
 from mmctr.training.metrics import all_metrics
@@ -77,7 +77,7 @@ def train(args: argparse.Namespace) -> int:
         f"from {args.data} in {load_s:.1f}s (schema {data.schema.fingerprint})"
     )
     torch.manual_seed(config.train.seed)
-    model = SeedCTR(config.model, ckpt.dims_of(data.schema))
+    model = build_model(config.model, ckpt.dims_of(data.schema))
     print(f"model: {parameter_counts(model)['total']:,} parameters")
     result = fit(model, data, config, run.root, resume=args.resume, progress=args.progress)
     v = result.best_valid
@@ -129,7 +129,7 @@ def describe(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     data = load_dataset(args.data, config.data, ())
     with torch.device("meta"):  # sizes only: no memory, no initialisation cost
-        model = SeedCTR(config.model, ckpt.dims_of(data.schema))
+        model = build_model(config.model, ckpt.dims_of(data.schema))
     params = parameter_counts(model)
     macs = macs_per_sample(model)
     if args.json:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from mmctr.cli import commands
 from mmctr.cli import convert as convert_cli
 from mmctr.cli import embed as embed_cli
+from mmctr.cli import experiment as experiment_cli
+from mmctr.cli import explain as explain_cli
 from mmctr.errors import MmctrError
 
 
@@ -92,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert_cli.add_parser(sub)
     embed_cli.add_parser(sub)
+    experiment_cli.add_parser(sub)
+    explain_cli.add_parser(sub)
     return parser
 
 

@@ -1,7 +1,19 @@
-"""Models: layers, the seed model and its variants. Imports only torch."""
+"""Models: layers, the seed model and its variants, the DIN baseline. Imports only torch."""
 
+from mmctr.model.base import CTRModel, DataDims
 from mmctr.model.config import ModelConfig
 from mmctr.model.cost import macs_per_sample, parameter_counts
-from mmctr.model.seed import DataDims, SeedCTR
+from mmctr.model.din import DIN
+from mmctr.model.factory import build_model
+from mmctr.model.seed import SeedCTR
 
-__all__ = ["DataDims", "ModelConfig", "SeedCTR", "macs_per_sample", "parameter_counts"]
+__all__ = [
+    "DIN",
+    "CTRModel",
+    "DataDims",
+    "ModelConfig",
+    "SeedCTR",
+    "build_model",
+    "macs_per_sample",
+    "parameter_counts",
+]

@@ -7,10 +7,12 @@ from typing import Literal
 
 MaskMode = Literal["correct", "released"]
 Projection = Literal["linear", "none"]
+ModelKind = Literal["seed", "din"]
 
 
 @dataclass(frozen=True)
 class ModelConfig:
+    kind: ModelKind = "seed"  # "din": the challenge's DIN baseline (fields din_*, see model/din.py)
     # item representation: id ++ mean(tags) ++ projected frozen embedding
     id_dim: int = 64  # item-id embedding width
     tag_dim: int = 64  # tag embedding width (masked mean over an item's tags)
@@ -38,6 +40,13 @@ class ModelConfig:
     deep_dropout: float = 0.2
     # prediction head
     pred_mlp: tuple[int, ...] = (64, 32)
+    # DIN only (kind = "din"); it shares the item/context fields and max_len, trim_padding above
+    din_attention_mlp: tuple[int, ...] = (512, 256)  # attention unit MLP on [h, t, h - t, h * t]
+    din_attention_dropout: float = 0.1
+    din_softmax: bool = False  # False as in the DIN paper and the baseline: raw weights
+    din_mlp: tuple[int, ...] = (1024, 512, 256)  # Linear -> BatchNorm -> ReLU -> Dropout blocks
+    din_dropout: float = 0.1
+    din_batch_norm: bool = True
 
     def __post_init__(self) -> None:
         positive = {
@@ -56,20 +65,39 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be >= 1, got {value}")
         if self.num_cross_layers < 0:
             raise ValueError(f"model.num_cross_layers must be >= 0, got {self.num_cross_layers}")
-        for name, sizes in (("deep_mlp", self.deep_mlp), ("pred_mlp", self.pred_mlp)):
+        if self.kind not in ("seed", "din"):
+            raise ValueError(f"model.kind must be 'seed' or 'din', got {self.kind!r}")
+        mlps = {
+            "deep_mlp": self.deep_mlp,
+            "pred_mlp": self.pred_mlp,
+            "din_attention_mlp": self.din_attention_mlp,
+            "din_mlp": self.din_mlp,
+        }
+        for name, sizes in mlps.items():
             if any(s < 1 for s in sizes):
                 raise ValueError(f"model.{name} sizes must all be >= 1, got {list(sizes)}")
         if not self.deep_mlp and not self.use_cross:
             raise ValueError("model.deep_mlp is empty and model.use_cross is false: nothing left")
-        for name, p in (("seq_dropout", self.seq_dropout), ("deep_dropout", self.deep_dropout)):
+        if not self.din_attention_mlp:
+            raise ValueError("model.din_attention_mlp needs at least one hidden size")
+        dropouts = {
+            "seq_dropout": self.seq_dropout,
+            "deep_dropout": self.deep_dropout,
+            "din_attention_dropout": self.din_attention_dropout,
+            "din_dropout": self.din_dropout,
+        }
+        for name, p in dropouts.items():
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"model.{name} must be in [0, 1), got {p}")
-        if self.first_k > self.max_len:
+        # first_k only exists in the seed model's sequence module
+        if self.kind == "seed" and self.first_k > self.max_len:
             raise ValueError(
                 f"model.first_k ({self.first_k}) cannot exceed model.max_len ({self.max_len})"
             )
         if self.mask not in ("correct", "released"):
             raise ValueError(f"model.mask must be 'correct' or 'released', got {self.mask!r}")
+        if self.kind == "din" and self.mask != "correct":
+            raise ValueError("model.mask = 'released' applies to the seed model's Transformer only")
         if self.mm_projection not in ("linear", "none"):
             raise ValueError(
                 f"model.mm_projection must be 'linear' or 'none', got {self.mm_projection!r}"

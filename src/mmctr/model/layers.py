@@ -7,18 +7,28 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    """Stack of Linear -> ReLU -> Dropout, one block per entry of ``hidden``.
+    """Stack of Linear -> (BatchNorm) -> ReLU -> Dropout, one block per entry of ``hidden``.
 
-    Shape: (B, in_dim) -> (B, hidden[-1]).
+    Shape: (..., in_dim) -> (..., hidden[-1]); with batch norm, (B, in_dim) -> (B, hidden[-1]).
     """
 
-    def __init__(self, *, in_dim: int, hidden: tuple[int, ...], dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        hidden: tuple[int, ...],
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+    ) -> None:
         super().__init__()
         if not hidden:
             raise ValueError("MLP needs at least one hidden size")
         blocks: list[nn.Module] = []
         for width in hidden:
-            blocks += [nn.Linear(in_dim, width), nn.ReLU()]
+            blocks.append(nn.Linear(in_dim, width))
+            if batch_norm:
+                blocks.append(nn.BatchNorm1d(width))
+            blocks.append(nn.ReLU())
             if dropout > 0:
                 blocks.append(nn.Dropout(dropout))
             in_dim = width

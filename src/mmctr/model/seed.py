@@ -6,30 +6,20 @@ x0 = [context, target, interest] -> CrossNetwork(x0) ++ MLP(x0) -> prediction ML
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmctr.model.base import CTRModel, DataDims
 from mmctr.model.config import ModelConfig
 from mmctr.model.item import ContextEncoder, ItemEncoder
 from mmctr.model.layers import MLP, CrossNetwork
 from mmctr.model.sequence import TargetAwareTransformer, trim_history
 
-
-@dataclass(frozen=True)
-class DataDims:
-    """The sizes a model takes from its data; plain ints so that model code needs no data code."""
-
-    num_items: int
-    num_tags: int
-    tags_per_item: int
-    emb_dim: int
-    context_vocab_sizes: tuple[int, ...]
+__all__ = ["DataDims", "SeedCTR", "reset_parameters"]
 
 
-class SeedCTR(nn.Module):
+class SeedCTR(CTRModel):
     """Returns click logits; the loss lives in training.
 
     Shape: history (B, L), target (B,), context (B, F) int ids -> (B,) logits.

@@ -7,6 +7,7 @@ positions plus a Linear of the max-pool over real positions.
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import torch
@@ -63,6 +64,17 @@ class EncoderLayer(nn.Module):
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attend, dropout_p=p
         )  # (B, H, L, D/H)
         return a.transpose(1, 2).reshape(B, L, D)
+
+    def attention_probs(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+        """softmax(Q K^T / sqrt(d)) as ``forward`` computes it inside its fused attention.
+
+        Shape: x (B, L, D), attend (B, 1, 1, L) -> (B, H, L queries, L keys); each query row sums
+        to 1 over the keys it may attend to and is 0 elsewhere.
+        """
+        B, L, D = x.shape
+        q, k, _ = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).unbind(2)
+        scores = q.transpose(1, 2) @ k.permute(0, 2, 3, 1) / math.sqrt(D // self.num_heads)
+        return scores.masked_fill(~attend, float("-inf")).softmax(-1)
 
     def _residual_blocks(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         p = self.dropout if self.training else 0.0

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from mmctr.config import Config
 from mmctr.data import Batch, Dataset, iter_batches, load_dataset
-from mmctr.model import SeedCTR, macs_per_sample
+from mmctr.model import CTRModel, build_model, macs_per_sample
+from mmctr.model.cost import reads_history
 from mmctr.training.checkpoint import dims_of
 from mmctr.training.loop import attach_items
 
@@ -43,9 +44,9 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def useful_macs(model: SeedCTR, batch: Batch) -> int:
+def useful_macs(model: CTRModel, batch: Batch) -> int:
     """Multiply-adds the batch needs if each row is computed at its real history length."""
-    if model.sequence is None:
+    if not reads_history(model):
         return len(batch) * macs_per_sample(model, 0)["total"]
     window = batch.history[:, -model.cfg.max_len :]
     lengths = window.ne(0).sum(1).numpy()
@@ -57,7 +58,7 @@ def useful_macs(model: SeedCTR, batch: Batch) -> int:
     )
 
 
-def _timed_training(model: SeedCTR, batches: list[Batch], warmup: int, lr: float) -> float:
+def _timed_training(model: CTRModel, batches: list[Batch], warmup: int, lr: float) -> float:
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     start = time.perf_counter()
@@ -75,7 +76,7 @@ def _timed_training(model: SeedCTR, batches: list[Batch], warmup: int, lr: float
 
 
 @torch.inference_mode()
-def _timed_inference(model: SeedCTR, batches: list[Batch]) -> float:
+def _timed_inference(model: CTRModel, batches: list[Batch]) -> float:
     model.eval()
     model(batches[0].history, batches[0].target, batches[0].context)  # warm-up
     start = time.perf_counter()
@@ -88,7 +89,7 @@ def _measure(
     config: Config, data: Dataset, train: list[Batch], infer: list[Batch], warmup: int
 ) -> dict[str, float]:
     torch.manual_seed(config.train.seed)
-    model = SeedCTR(config.model, dims_of(data.schema))
+    model = build_model(config.model, dims_of(data.schema))
     attach_items(model, data.items)
     train_s = _timed_training(model, train, warmup, config.train.lr)
     infer_s = _timed_inference(model, infer)
@@ -158,6 +159,6 @@ def bench(
     return out
 
 
-def _meta_model(config: Config, data: Dataset) -> SeedCTR:
+def _meta_model(config: Config, data: Dataset) -> CTRModel:
     with torch.device("meta"):
-        return SeedCTR(config.model, dims_of(data.schema))
+        return build_model(config.model, dims_of(data.schema))

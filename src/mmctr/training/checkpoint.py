@@ -21,7 +21,8 @@ from mmctr.atomic import atomic_path, write_json, write_text
 from mmctr.config import Config
 from mmctr.data.schema import DataSchema
 from mmctr.errors import CheckpointError
-from mmctr.model.seed import DataDims, SeedCTR
+from mmctr.model.base import CTRModel, DataDims
+from mmctr.model.factory import build_model
 
 FORMAT_VERSION = 1
 
@@ -85,7 +86,7 @@ def dims_of(schema: DataSchema) -> DataDims:
 
 
 def model_payload(
-    model: SeedCTR, config: Config, schema: DataSchema, **extra: Any
+    model: CTRModel, config: Config, schema: DataSchema, **extra: Any
 ) -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION,
@@ -99,7 +100,7 @@ def model_payload(
 
 @dataclass(frozen=True)
 class TrainedModel:
-    model: SeedCTR
+    model: CTRModel
     config: Config
     schema: DataSchema
     info: dict[str, Any]
@@ -115,7 +116,7 @@ def load_trained(run_dir: str | Path) -> TrainedModel:
     payload = load(run.model)
     config = Config.from_dict(payload["config"], source=str(run.model))
     schema = DataSchema.from_dict(payload["schema"])
-    model = SeedCTR(config.model, dims_of(schema))
+    model = build_model(config.model, dims_of(schema))
     model.load_state_dict(payload["weights"])
     info = {k: v for k, v in payload.items() if k not in ("weights", "config", "schema")}
     return TrainedModel(model=model, config=config, schema=schema, info=info)

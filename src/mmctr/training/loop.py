@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from mmctr.config import Config
 from mmctr.data import DataSchema, Dataset, ItemTable, Split, iter_batches, num_batches
 from mmctr.errors import CheckpointError
-from mmctr.model.seed import SeedCTR
+from mmctr.model.base import CTRModel
 from mmctr.training import checkpoint as ckpt
 from mmctr.training.metrics import all_metrics
 
@@ -39,7 +39,7 @@ class FitResult:
     history: list[dict[str, Any]]
 
 
-def attach_items(model: SeedCTR, items: ItemTable) -> None:
+def attach_items(model: CTRModel, items: ItemTable) -> None:
     model.items.load_item_features(
         torch.from_numpy(items.tags).long(), torch.from_numpy(items.emb).float()
     )
@@ -47,7 +47,7 @@ def attach_items(model: SeedCTR, items: ItemTable) -> None:
 
 @torch.inference_mode()
 def predict_probs(
-    model: SeedCTR, split: Split, batch_size: int, *, progress: bool = False
+    model: CTRModel, split: Split, batch_size: int, *, progress: bool = False
 ) -> np.ndarray:
     """Click probabilities for every row of ``split``, in file order."""
     model.eval()
@@ -69,14 +69,14 @@ def predict_probs(
     return out
 
 
-def evaluate(model: SeedCTR, split: Split, batch_size: int) -> dict[str, float]:
+def evaluate(model: CTRModel, split: Split, batch_size: int) -> dict[str, float]:
     if split.labels is None:
         raise CheckpointError(f"split {split.name!r} has no labels to evaluate against")
     return all_metrics(split.users, split.labels, predict_probs(model, split, batch_size))
 
 
 def fit(
-    model: SeedCTR,
+    model: CTRModel,
     data: Dataset,
     config: Config,
     run_dir: str | Path,
@@ -184,7 +184,7 @@ def fit(
 
 
 def _train_epoch(
-    model: SeedCTR,
+    model: CTRModel,
     optimizer: torch.optim.Optimizer,
     train: Split,
     config: Config,

@@ -1,0 +1,95 @@
+"""``mmctr experiment``: ablations (paper Table 2) and sweeps (Fig. 2); docs/experiments.md."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mmctr.config import Config, load_config
+from mmctr.errors import ConfigError
+from mmctr.experiments.experiment import ExperimentResult, file_log, run_experiment
+from mmctr.experiments.plan import VARIANTS, Plan, ablation_plan, shipped_din_config, sweep_plan
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``experiment ablation`` and ``experiment sweep`` under ``sub``."""
+    exp = sub.add_parser("experiment", help="ablations and sweeps over many training runs")
+    kinds = exp.add_subparsers(dest="kind", required=True, parser_class=type(exp))
+
+    p = kinds.add_parser("ablation", help="the seed model's ablations and the DIN baseline")
+    _common(p)
+    p.add_argument(
+        "--variants",
+        help=f"comma-separated subset, in this order by default: {','.join(VARIANTS)}",
+    )
+    p.add_argument(
+        "--din-config",
+        type=Path,
+        help="TOML of the DIN variants (default: configs/din.toml); its [data] section and "
+        "train.epochs/patience/seed are replaced by those of --config",
+    )
+    p.add_argument(
+        "--din-set",
+        dest="din_overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a value of the DIN config, e.g. --din-set model.din_mlp=256,128",
+    )
+    p.set_defaults(func=run_ablation)
+
+    p = kinds.add_parser("sweep", help="one config key over a list of values")
+    _common(p)
+    p.add_argument("--param", required=True, help="config key to vary, e.g. model.first_k")
+    p.add_argument("--values", required=True, help="comma-separated values, e.g. 1,2,4,8,16,32")
+    p.set_defaults(func=run_sweep)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="data directory in the challenge layout")
+    p.add_argument("--config", required=True, type=Path, help="TOML preset of the seed model")
+    p.add_argument("--out", required=True, type=Path, help="experiment folder (reused to resume)")
+    p.add_argument("--seeds", type=int, default=1, help="runs per variant, seeds seed+0..N-1")
+    p.add_argument(
+        "--quick", action="store_true", help="one epoch per run: a smoke test, not a result"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a value of --config for every run (repeatable)",
+    )
+
+
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def run_ablation(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    names = _split(args.variants) or list(VARIANTS)
+    din_config: Config | None = None
+    if any(VARIANTS[n].din for n in names if n in VARIANTS):
+        path = args.din_config or shipped_din_config()
+        if args.din_config is None and not path.is_file():
+            raise ConfigError(f"{path} not found; pass --din-config FILE for the DIN variants")
+        din_config = load_config(path, args.din_overrides)
+    plan = ablation_plan(config, din_config, seeds=args.seeds, variants=names, quick=args.quick)
+    return _run(plan, args)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    plan = sweep_plan(config, args.param, _split(args.values), seeds=args.seeds, quick=args.quick)
+    return _run(plan, args)
+
+
+def _run(plan: Plan, args: argparse.Namespace) -> int:
+    result: ExperimentResult = run_experiment(plan, args.data, args.out, log=file_log(args.out))
+    files = [args.out / "results.csv", args.out / "results.md"]
+    if result.figure is not None:
+        files.append(result.figure)
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 1 if result.failed else 0

@@ -1,0 +1,85 @@
+"""An experiment end to end: run the plan, keep the tables current, draw the figure at the end.
+
+OUT/
+    plan.json        what runs: kind, swept key, jobs, variant descriptions
+    experiment.log   every progress line, timestamped (appended across invocations)
+    runs/<job>/      one run directory per job (runner.py)
+    results.csv      one row per run, rewritten after each run
+    results.md       mean ± std per variant, rewritten after each run
+    ablation.png | sweep.png
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmctr.atomic import write_json
+from mmctr.experiments.plan import Plan
+from mmctr.experiments.plots import bar_chart, line_plot
+from mmctr.experiments.report import Summary, write_tables
+from mmctr.experiments.runner import Log, format_duration, load_experiment_data, run_plan
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    rows: list[dict[str, Any]]
+    summaries: list[Summary]
+    figure: Path | None  # None when no run finished
+
+    @property
+    def failed(self) -> list[str]:
+        return [r["run"] for r in self.rows if r["status"] != "done"]
+
+
+def file_log(out: Path, echo: Log = print) -> Log:
+    """Print a line and append it, timestamped, to OUT/experiment.log."""
+    out.mkdir(parents=True, exist_ok=True)
+
+    def log(message: str) -> None:
+        echo(message)
+        with open(out / "experiment.log", "a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    return log
+
+
+def write_plan(plan: Plan, out: Path) -> None:
+    jobs = [
+        {"run": j.name, "variant": j.variant, "value": j.value, "seed": j.config.train.seed}
+        for j in plan.jobs
+    ]
+    write_json(
+        out / "plan.json",
+        {"kind": plan.kind, "param": plan.param, "variants": plan.descriptions, "jobs": jobs},
+    )
+
+
+def run_experiment(
+    plan: Plan, data_dir: str | Path, out: str | Path, *, log: Log = print
+) -> ExperimentResult:
+    out = Path(out)
+    t0 = time.perf_counter()
+    exp = load_experiment_data(plan, data_dir)
+    test_note = "with test labels" if exp.test is not None else "test split without labels"
+    log(
+        f"{plan.kind}: {len(plan.jobs)} runs of {len(plan.descriptions)} variants on {data_dir} "
+        f"({len(exp.data['train']):,} train rows, {test_note}); writing to {out}"
+    )
+    write_plan(plan, out)
+    rows = run_plan(plan, exp, out, log=log, after_each=lambda rs: write_tables(plan, rs, out))
+    summaries = write_tables(plan, rows, out)
+    figure = None
+    if any(r["status"] == "done" for r in rows):
+        if plan.kind == "ablation":
+            figure = bar_chart(summaries, out / "ablation.png", "Ablation (paper Table 2)")
+        else:
+            figure = line_plot(summaries, out / "sweep.png", plan.param)
+    failed = [r["run"] for r in rows if r["status"] != "done"]
+    log(
+        f"done in {format_duration(time.perf_counter() - t0)}: {len(rows) - len(failed)} of "
+        f"{len(rows)} runs finished" + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
+    return ExperimentResult(rows, summaries, figure)

@@ -1,0 +1,114 @@
+"""The tables of an experiment: every run (results.csv) and mean ± std per variant (results.md)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmctr.atomic import write_text
+from mmctr.experiments.plan import Plan
+from mmctr.experiments.runner import COLUMNS
+
+STATS = (
+    "valid_auc",
+    "valid_logloss",
+    "valid_gauc",
+    "test_auc",
+    "test_logloss",
+    "test_gauc",
+    "epochs",
+    "train_seconds",
+    "parameters",
+)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One variant over its seeds; ``mean``/``std`` hold only the statistics that have values."""
+
+    variant: str
+    value: str
+    runs: int  # finished runs
+    failed: int
+    mean: dict[str, float]
+    std: dict[str, float]  # sample std (n - 1); 0 for a single run
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """One line per run; an empty cell where a value is missing (e.g. test without labels)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+    return buf.getvalue()
+
+
+def summarise(plan: Plan, rows: list[dict[str, Any]]) -> list[Summary]:
+    """Mean ± std per variant, best valid AUC first; variants without a finished run last."""
+    out = []
+    for variant in plan.descriptions:
+        mine = [r for r in rows if r["variant"] == variant]
+        if not mine:
+            continue
+        ok = [r for r in mine if r["status"] == "done"]
+        mean, std = {}, {}
+        for key in STATS:
+            values = [float(r[key]) for r in ok if r.get(key) is not None]
+            if values:
+                mean[key] = sum(values) / len(values)
+                spread = sum((v - mean[key]) ** 2 for v in values) / max(len(values) - 1, 1)
+                std[key] = math.sqrt(spread)
+        out.append(Summary(variant, mine[0]["value"], len(ok), len(mine) - len(ok), mean, std))
+    return sorted(out, key=lambda s: -s.mean.get("valid_auc", -math.inf))
+
+
+def _cell(s: Summary, key: str, digits: int) -> str:
+    if key not in s.mean:
+        return "—"
+    if s.runs < 2:
+        return f"{s.mean[key]:.{digits}f}"
+    return f"{s.mean[key]:.{digits}f} ± {s.std[key]:.{digits}f}"
+
+
+def markdown(plan: Plan, summaries: list[Summary]) -> str:
+    """A table of mean ± std over seeds per variant, best valid AUC first, and a legend."""
+    has_test = any("test_auc" in s.mean for s in summaries)
+    columns = [("valid AUC", "valid_auc", 4), ("valid logloss", "valid_logloss", 4)]
+    columns.append(("valid gAUC", "valid_gauc", 4))
+    if has_test:
+        columns += [("test AUC", "test_auc", 4), ("test logloss", "test_logloss", 4)]
+        columns.append(("test gAUC", "test_gauc", 4))
+    columns += [("epochs", "epochs", 1), ("train s", "train_seconds", 0)]
+    title = "Ablation" if plan.kind == "ablation" else f"Sweep of `{plan.param}`"
+    head = ["variant", "runs", *(c[0] for c in columns), "parameters"]
+    lines = [
+        f"# {title}",
+        "",
+        "Mean ± sample std over seeds, sorted by valid AUC (best first).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join([" --- "] + [" ---: "] * (len(head) - 1)) + "|",
+    ]
+    for s in summaries:
+        runs = f"{s.runs}" + (f" ({s.failed} failed)" if s.failed else "")
+        params = f"{round(s.mean['parameters']):,}" if "parameters" in s.mean else "—"
+        cells = [f"`{s.variant}`", runs, *(_cell(s, key, d) for _, key, d in columns), params]
+        lines.append("| " + " | ".join(cells) + " |")
+    if not has_test:
+        lines += ["", "The test split has no labels (or no file), so there are no test columns."]
+    lines += ["", "## Variants", ""]
+    lines += [f"- `{name}`: {text}" for name, text in plan.descriptions.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(plan: Plan, rows: list[dict[str, Any]], out_dir: Path) -> list[Summary]:
+    """Write results.csv and results.md into ``out_dir``; returns the summaries."""
+    summaries = summarise(plan, rows)
+    write_text(out_dir / "results.csv", csv_text(rows))
+    write_text(out_dir / "results.md", markdown(plan, summaries))
+    return summaries

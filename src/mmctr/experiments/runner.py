@@ -1,0 +1,220 @@
+"""Run a plan: one run directory per job, resumable, and no failure losing the other runs.
+
+OUT/runs/<variant>-seed<k>/ is a normal run directory (training/checkpoint.py) plus
+``result.json`` (the job's row of results.csv, written once it is evaluated) or ``error.log``
+(the traceback of its last failure). Running a plan again reads finished runs back, resumes a
+half-finished one from its checkpoint and retries failed ones.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmctr.atomic import write_json, write_text
+from mmctr.config import Config
+from mmctr.data import Dataset, Split, load_dataset
+from mmctr.errors import ConfigError, DataError
+from mmctr.experiments.plan import Job, Plan
+from mmctr.model import CTRModel, build_model, parameter_counts
+from mmctr.training import checkpoint as ckpt
+from mmctr.training import loop
+
+Log = Callable[[str], None]
+
+COLUMNS = (
+    "variant",
+    "value",
+    "seed",
+    "run",
+    "status",
+    "valid_auc",
+    "valid_logloss",
+    "valid_gauc",
+    "test_auc",
+    "test_logloss",
+    "test_gauc",
+    "best_epoch",
+    "epochs",
+    "train_seconds",
+    "wall_seconds",
+    "parameters",
+    "error",
+)
+METRICS = ("auc", "logloss", "gauc")
+
+
+@dataclass(frozen=True)
+class ExperimentData:
+    data: Dataset  # train and valid, with labels
+    test: Split | None  # the test split when it has labels, else None
+
+
+def load_experiment_data(plan: Plan, data_dir: str | Path) -> ExperimentData:
+    """Read the data once for every job; test only if its file exists."""
+    data_configs = {job.config.data for job in plan.jobs}
+    if len(data_configs) != 1:
+        raise ConfigError("the runs of an experiment must share one [data] section")
+    cfg = data_configs.pop()
+    splits: tuple[str, ...] = ("train", "valid")
+    if (Path(data_dir) / cfg.test_file).is_file():
+        splits += ("test",)
+    data = load_dataset(data_dir, cfg, splits, require_labels=False)
+    for name in ("train", "valid"):
+        if data[name].labels is None:
+            raise DataError(
+                f"{cfg.split_file(name)}: has no {cfg.label_col!r} column to learn from"
+            )
+    test = data["test"] if "test" in splits else None
+    return ExperimentData(data, test if test is not None and test.labels is not None else None)
+
+
+def check_runs(plan: Plan, out: Path, fingerprint: str) -> None:
+    """Refuse, before anything runs, to resume a run started with another config or data."""
+    for job in plan.jobs:
+        run = ckpt.RunDir(out / "runs" / job.name)
+        if run.config.exists():
+            saved = Config.from_dict(json.loads(run.config.read_text()), source=str(run.config))
+            if saved != job.config:
+                old, new = saved.to_dict(), job.config.to_dict()
+                diffs = [
+                    f"{s}.{k}: {old[s].get(k)!r} -> {v!r}"
+                    for s in new
+                    for k, v in new[s].items()
+                    if old[s].get(k) != v
+                ]
+                raise ConfigError(
+                    f"{run.root} was started with another config ({'; '.join(diffs[:4])}); "
+                    "use another --out, or delete that run to redo it"
+                )
+        if run.finished() and ckpt.read_summary(run).get("fingerprint") != fingerprint:
+            raise ConfigError(f"{run.root} was trained on other data; use another --out")
+
+
+def run_plan(
+    plan: Plan,
+    exp: ExperimentData,
+    out: Path,
+    *,
+    log: Log = print,
+    after_each: Callable[[list[dict[str, Any]]], object] | None = None,
+) -> list[dict[str, Any]]:
+    """Run (or read back) every job in order; returns one row per job."""
+    check_runs(plan, out, exp.data.schema.fingerprint)
+    rows: list[dict[str, Any]] = []
+    done: list[tuple[str, float]] = []  # (variant, wall seconds) of every finished job
+    total = len(plan.jobs)
+    for i, job in enumerate(plan.jobs, 1):
+        eta = eta_seconds(done, [j.variant for j in plan.jobs[i - 1 :]])
+        tag = f"[{i}/{total}] {job.name}"
+        log(f"{tag}: {_action(out / 'runs' / job.name)}" + (f"; {_eta_text(eta)}" if done else ""))
+        row = run_job(job, exp, out / "runs" / job.name, log=_prefixed(log, tag))
+        rows.append(row)
+        if row["status"] == "done":
+            done.append((job.variant, float(row["wall_seconds"] or 0.0)))
+            test = "" if row["test_auc"] is None else f", test auc {row['test_auc']:.4f}"
+            log(f"{tag}: valid auc {row['valid_auc']:.4f}{test} ({row['wall_seconds']:.0f}s)")
+        else:
+            log(f"{tag}: FAILED: {row['error']} (see {out / 'runs' / job.name / 'error.log'})")
+        if after_each is not None:
+            after_each(rows)
+    return rows
+
+
+def _prefixed(log: Log, tag: str) -> Log:
+    return lambda message: log(f"{tag}: {message}")
+
+
+def run_job(job: Job, exp: ExperimentData, run_dir: Path, *, log: Log) -> dict[str, Any]:
+    run = ckpt.RunDir(run_dir)
+    result_file = run_dir / "result.json"
+    if run.finished() and result_file.exists():
+        saved: dict[str, Any] = json.loads(result_file.read_text())
+        return saved
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row.update(variant=job.variant, value=job.value, seed=job.config.train.seed, run=job.name)
+    t0 = time.perf_counter()
+    try:
+        model, summary = _trained(job, exp.data, run, log)
+        row.update(_results(model, summary, exp, job.config.train.eval_batch_size))
+    except Exception as exc:  # recorded, so that one broken run does not stop the others
+        write_text(run_dir / "error.log", traceback.format_exc())
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        row.update(status="failed", error=message, wall_seconds=round(time.perf_counter() - t0, 2))
+        return row
+    row.update(status="done", wall_seconds=round(time.perf_counter() - t0, 2))
+    (run_dir / "error.log").unlink(missing_ok=True)
+    write_json(result_file, row)
+    return row
+
+
+def _trained(
+    job: Job, data: Dataset, run: ckpt.RunDir, log: Log
+) -> tuple[CTRModel, dict[str, Any]]:
+    """The job's best model and its summary: trained, resumed or (if finished) loaded."""
+    if run.finished():
+        trained = ckpt.load_trained(run.root)
+        loop.attach_items(trained.model, data.items)
+        return trained.model, ckpt.read_summary(run)
+    torch.manual_seed(job.config.train.seed)
+    model = build_model(job.config.model, ckpt.dims_of(data.schema))
+    loop.fit(model, data, job.config, run.root, resume=run.has_run(), progress=False, log=log)
+    return model, ckpt.read_summary(run)
+
+
+def _results(
+    model: CTRModel, summary: dict[str, Any], exp: ExperimentData, batch_size: int
+) -> dict[str, Any]:
+    row: dict[str, Any] = {f"valid_{k}": summary["best_valid"][k] for k in METRICS}
+    if exp.test is not None:
+        test = loop.evaluate(model, exp.test, batch_size)
+        row.update({f"test_{k}": test[k] for k in METRICS})
+    row.update(
+        best_epoch=summary["best_epoch"],
+        epochs=summary["epochs_run"],
+        train_seconds=round(summary["train_seconds"], 2),
+        parameters=parameter_counts(model)["total"],
+    )
+    return row
+
+
+def _action(run_dir: Path) -> str:
+    run = ckpt.RunDir(run_dir)
+    if run.finished():
+        has_result = (run_dir / "result.json").exists()
+        return "finished earlier, read back" if has_result else "trained earlier, evaluating"
+    return "resuming from its checkpoint" if run.has_run() else "training"
+
+
+def eta_seconds(done: list[tuple[str, float]], remaining: Sequence[str]) -> float | None:
+    """Time left: each remaining job at the mean duration of finished jobs of its variant, or
+    of all finished jobs when none of its variant has finished; None before any has finished."""
+    if not done:
+        return None
+    overall = sum(s for _, s in done) / len(done)
+    by_variant: dict[str, list[float]] = {}
+    for variant, seconds in done:
+        by_variant.setdefault(variant, []).append(seconds)
+    return sum(
+        sum(by_variant[v]) / len(by_variant[v]) if v in by_variant else overall for v in remaining
+    )
+
+
+def _eta_text(seconds: float | None) -> str:
+    return "time left unknown" if seconds is None else f"about {format_duration(seconds)} left"
+
+
+def format_duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

@@ -1,0 +1,41 @@
+"""What every CTR model shares with the code around it: its data sizes and its interface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mmctr.model.config import ModelConfig
+from mmctr.model.item import ItemEncoder
+
+
+@dataclass(frozen=True)
+class DataDims:
+    """The sizes a model takes from its data; plain ints so that model code needs no data code."""
+
+    num_items: int
+    num_tags: int
+    tags_per_item: int
+    emb_dim: int
+    context_vocab_sizes: tuple[int, ...]
+
+
+class CTRModel(nn.Module):
+    """The interface that training, evaluation, prediction and checkpoints rely on.
+
+    A model keeps its config in ``cfg`` (the loop reads ``cfg.max_len`` to cut batches), owns an
+    ``ItemEncoder`` as ``items`` (the loop loads the data's item table into it) and maps int ids
+    to click logits; the loss lives in training.
+
+    Shape: history (B, L), target (B,), context (B, F) int ids -> (B,) logits.
+    """
+
+    cfg: ModelConfig
+    items: ItemEncoder
+
+    def forward(
+        self, history: torch.Tensor, target: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,150 @@
+"""DIN, the challenge's official baseline (Zhou et al., KDD 2018), on the seed model's inputs.
+
+item vectors -> attention unit MLP([h, t, h - t, h * t]) -> one weight per history item
+interest = sum_i w_i h_i;  [context, target, interest] -> MLP with batch norm -> logit
+
+As in the DIN paper and the baseline the weights are not softmax-normalised (``din_softmax``
+turns that on), so the pooled interest keeps a sense of how much of the history matches. The
+attention unit uses ReLU like the baseline's config rather than the paper's Dice.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmctr.model.base import CTRModel, DataDims
+from mmctr.model.config import ModelConfig
+from mmctr.model.item import ContextEncoder, ItemEncoder
+from mmctr.model.layers import MLP
+from mmctr.model.seed import reset_parameters
+from mmctr.model.sequence import trim_history
+
+
+class TargetAttention(nn.Module):
+    """DIN's local activation unit: a weight for each history item given the target.
+
+    ``w_i = MLP([h_i, t, h_i - t, h_i * t])`` for a real item and 0 for padding (with
+    ``softmax``, ``w = softmax`` over the real items); ``interest = sum_i w_i h_i``.
+
+    Shape: history (B, L, D), target (B, D), real (B, L) bool -> (B, D).
+    """
+
+    def __init__(self, *, dim: int, hidden: tuple[int, ...], dropout: float, softmax: bool) -> None:
+        super().__init__()
+        self.mlp = MLP(in_dim=4 * dim, hidden=hidden, dropout=dropout)
+        self.score = nn.Linear(self.mlp.out_dim, 1)
+        self.softmax = softmax
+
+    def _scores(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        units = torch.cat([history, target, history - target, history * target], dim=-1)
+        return self.score(self.mlp(units)).squeeze(-1)  # (...,)
+
+    def _normalise(self, scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        if not self.softmax:
+            return scores.masked_fill(~real, 0.0)
+        weights = scores.masked_fill(~real, float("-inf")).softmax(-1)
+        return weights.nan_to_num(0.0)  # a row without history gets no weight, not NaN
+
+    def weights(
+        self, history: torch.Tensor, target: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor:
+        """The weight of every history position, zero on padding. Shape: -> (B, L)."""
+        scores = self._scores(history, target.unsqueeze(1).expand_as(history))  # (B, L)
+        return self._normalise(scores, real)
+
+    def forward(
+        self, history: torch.Tensor, target: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor:
+        w = self.weights(history, target, real)
+        return (w.unsqueeze(-1) * history).sum(1)  # (B, D)
+
+    def forward_packed(
+        self, history: torch.Tensor, target: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor:
+        """As ``forward``, scoring real items only.
+
+        Shape: history (N, D) vectors of the real items in row-major order of ``real``;
+        target (B, D); real (B, L) bool -> (B, D).
+        """
+        rows = real.nonzero()[:, 0]  # (N,) the batch row of each real item
+        scores = real.new_zeros(real.shape, dtype=history.dtype)
+        scores = scores.masked_scatter(real, self._scores(history, target[rows]))  # (B, L)
+        w = self._normalise(scores, real)[real]  # (N,)
+        pooled = history.new_zeros(target.shape)
+        return pooled.index_add(0, rows, w.unsqueeze(-1) * history)  # (B, D)
+
+
+class DIN(CTRModel):
+    """Returns click logits; shares ``ItemEncoder`` and ``ContextEncoder`` with the seed model.
+
+    Reads ``max_len``, ``trim_padding``, ``pack_tokens``, the item and context fields and the
+    ``din_*`` fields of its config; the seed model's sequence and cross fields are ignored.
+
+    Shape: history (B, L), target (B,), context (B, F) int ids -> (B,) logits.
+    """
+
+    def __init__(self, cfg: ModelConfig, dims: DataDims) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.items = ItemEncoder(
+            cfg,
+            num_items=dims.num_items,
+            num_tags=dims.num_tags,
+            tags_per_item=dims.tags_per_item,
+            emb_dim=dims.emb_dim,
+        )
+        self.context = ContextEncoder(vocab_sizes=dims.context_vocab_sizes, dim=cfg.context_dim)
+        self.attention = TargetAttention(
+            dim=self.items.out_dim,
+            hidden=cfg.din_attention_mlp,
+            dropout=cfg.din_attention_dropout,
+            softmax=cfg.din_softmax,
+        )
+        in_dim = self.context.out_dim + 2 * self.items.out_dim
+        head: list[nn.Module] = []
+        if cfg.din_mlp:
+            mlp = MLP(
+                in_dim=in_dim,
+                hidden=cfg.din_mlp,
+                dropout=cfg.din_dropout,
+                batch_norm=cfg.din_batch_norm,
+            )
+            head.append(mlp)
+            in_dim = mlp.out_dim
+        head.append(nn.Linear(in_dim, 1))
+        self.head = nn.Sequential(*head)
+        reset_parameters(self)
+
+    def window(self, history: torch.Tensor) -> torch.Tensor:
+        """The history positions the model reads: the last max_len, less all-padding columns."""
+        history = history[:, -self.cfg.max_len :]
+        # padding gets weight 0 whatever it holds, so dropping it is exact
+        return trim_history(history, 1) if self.cfg.trim_padding else history
+
+    def forward(
+        self, history: torch.Tensor, target: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
+        target_vec = self.items(target)  # (B, Di)
+        history = self.window(history)
+        real = history.ne(0)  # (B, L)
+        if self.cfg.pack_tokens:
+            interest = self.attention.forward_packed(self.items(history[real]), target_vec, real)
+        else:
+            interest = self.attention(self.items(history), target_vec, real)
+        x = torch.cat([self.context(context), target_vec, interest], dim=-1)  # (B, F*Dc + 2Di)
+        return self._head(x).squeeze(-1)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        norms = [m for m in self.head.modules() if isinstance(m, nn.BatchNorm1d)]
+        if not (self.training and x.shape[0] == 1 and norms):
+            return self.head(x)
+        # batch statistics of one row do not exist (an epoch's last batch can be one row):
+        # normalise that step with the running statistics instead of failing
+        for m in norms:
+            m.eval()
+        try:
+            return self.head(x)
+        finally:
+            for m in norms:
+                m.train()
