@@ -56,7 +56,7 @@ def titles(n: int) -> list[str | None]:
     return [f"title {i} " + "word " * (i % 5) for i in range(n)]
 
 
-def run_cli(argv: list[str]) -> int:
+def run_cli(argv: list[str | Path]) -> int:
     parser = argparse.ArgumentParser()
     cli_embed.add_parser(parser.add_subparsers())
     args = parser.parse_args(["embed", *[str(a) for a in argv]])
@@ -165,29 +165,20 @@ def test_missing_and_unreadable_images_count_as_no_image(tmp_path: Path) -> None
     texts = titles(11)
     texts[9] = None  # item 509: neither text nor a usable image, still gets a vector
     text, image = FakeText(), FakeImage()
-    with pytest.warns(UserWarning, match=r"2 of 10 images could not be used.*row 9: .*gone.jpg"):
-        raw = encode_items(
-            ids,
-            texts,
-            paths,
-            text_encoder=text,
-            image_encoder=image,
-            image_root=tmp_path,
-            cache_dir=tmp_path / "cache",
-        )
+    options: dict[str, Any] = {
+        "text_encoder": text,
+        "image_encoder": image,
+        "image_root": tmp_path,
+        "cache_dir": tmp_path / "cache",
+    }
+    unusable = r"2 of 10 images could not be used.*item 509 \(row 9\): .*gone\.jpg"
+    with pytest.warns(UserWarning, match=unusable):
+        raw = encode_items(ids, texts, paths, **options)
     stats = raw.stats["image"]
     assert (stats.named, stats.encoded, stats.unusable) == (10, 8, 2)
     assert raw.image is not None and not raw.image[8:].any() and raw.image[:8].any(1).all()
-    emb, pca = embed_items(
-        ids,
-        texts,
-        paths,
-        dim=6,
-        text_encoder=text,
-        image_encoder=image,
-        image_root=tmp_path,
-        cache_dir=tmp_path / "cache",
-    )
+    with pytest.warns(UserWarning, match=unusable):  # the second run: images from the cache
+        emb, pca = embed_items(ids, texts, paths, dim=6, **options)
     assert emb.shape == (11, 6) and np.isfinite(emb).all() and image.calls == 1
     assert [m for m, _, _ in pca.modalities] == ["text", "image"]
     np.testing.assert_allclose(pca.project(raw.text, raw.image), emb, atol=1e-6)
@@ -211,7 +202,14 @@ def test_cli_csv_and_parquet(tmp_path: Path, fakes: tuple[FakeText, FakeImage]) 
         run_cli(["--items", items, "--text-col", "title", "--out", out])
     calls = fakes[0].calls
     pq.write_table(pa.table({"id": [5, 6, 7], "t": ["a", None, "c"]}), tmp_path / "i.parquet")
-    argv = ["--items", tmp_path / "i.parquet", "--id-col", "id", "--text-col", "t"]
+    argv: list[str | Path] = [
+        "--items",
+        tmp_path / "i.parquet",
+        "--id-col",
+        "id",
+        "--text-col",
+        "t",
+    ]
     assert run_cli([*argv, "--out", out, "--dim", "2", "--force", "--no-cache"]) == 0
     assert fakes[0].calls == calls + 1 and pq.read_table(out).column_names[1] == "item_emb_d2"
 
@@ -312,27 +310,32 @@ def test_default_encoders_offline_on_real_titles_and_covers(
         rows = {int(r["item"]): r["title"] for r in csv.DictReader(fh)}
     ids = np.array([*COVERS, 1, 2, 3])
     texts = [rows[int(i)] for i in ids]
-    covers: list[str | None] = [str(MICROLENS / "covers" / f"{i}_frame0.jpg") for i in COVERS]
-    raw = encode_items(ids, texts, [*covers, None, None, None], cache_dir=tmp_path)
+    covers = [str(MICROLENS / "covers" / f"{i}_frame0.jpg") for i in COVERS]
+    no_cover: list[str | None] = [None, None, None]
+    # resolved by name, as embed_items would, and kept to look inside (one load each)
+    text = encoders.text_encoder("all-MiniLM-L6-v2")
+    image = encoders.image_encoder("efficientnet-lite0")
+    raw = encode_items(
+        ids, texts, [*covers, *no_cover], text_encoder=text, image_encoder=image, cache_dir=tmp_path
+    )
     assert raw.modalities == (
         ("text", "all-MiniLM-L6-v2", 384),
         ("image", "efficientnet-lite0", 1280),
     )
     assert raw.image is not None and (raw.image[:3] >= 0).all() and (raw.image[:3] <= 6).all()
-    emb, pca = embed_items(ids, texts, [*covers, None, None, None], dim=4, cache_dir=tmp_path)
+    # by the default names, from the cache
+    emb, pca = embed_items(ids, texts, [*covers, *no_cover], dim=4, cache_dir=tmp_path)
     assert emb.shape == (6, 4) and np.isfinite(emb).all()
     np.testing.assert_allclose(pca.project(raw.text, raw.image), emb, atol=1e-5)
 
     # real weights, not a random initialisation: near-synonyms sit closer than unrelated text
-    t = encoders.text_encoder("all-MiniLM-L6-v2").encode(["a cat", "a kitten", "stock markets"])
+    t = text.encode(["a cat", "a kitten", "stock markets"])
     t /= np.linalg.norm(t, axis=1, keepdims=True)
     assert t[0] @ t[1] > t[0] @ t[2] + 0.3
 
     # Lite0's preprocessing: the stem's batch-norm statistics fit inputs scaled as TF did
     from mmctr.embed.image import LITE0_PREP, open_rgb, to_batch
 
-    image = encoders.image_encoder("efficientnet-lite0")
-    image.encode([open_rgb(covers[0])])
     net = image._model.net  # type: ignore[attr-defined]
     x = to_batch([open_rgb(p) for p in covers], LITE0_PREP)
     with torch.inference_mode():

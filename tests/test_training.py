@@ -148,3 +148,14 @@ def test_saved_model_predicts_like_the_trained_one(
     assert metrics == pytest.approx(best, rel=1e-6)
     probs = loop.predict_probs(trained.model, data["valid"], 97)
     assert np.allclose(probs, loop.predict_probs(trained.model, data["valid"], 512), atol=1e-6)
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
+    from mmctr.atomic import write_text
+
+    write_text(tmp_path / "a.txt", "x")
+    (tmp_path / "plain.txt").write_text("x")
+    assert (tmp_path / "a.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
+    (tmp_path / "a.txt").chmod(0o640)
+    write_text(tmp_path / "a.txt", "y")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640

@@ -46,6 +46,7 @@ def check_unique_ids(ids: np.ndarray) -> None:
 
 
 def check_ids(ids: Any) -> np.ndarray:
+    """Item ids as a (N,) int64 array, checked 1-d, integer and unique."""
     arr = np.asarray(ids)
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
         raise DataError(f"item ids must be a 1-d array of integers, got {arr.dtype} {arr.shape}")
@@ -55,6 +56,7 @@ def check_ids(ids: Any) -> np.ndarray:
 
 
 def text_inputs(texts: Sequence[str | None], n: int) -> tuple[list[Any], np.ndarray]:
+    """Texts (None where absent or blank) and their cache keys."""
     if len(texts) != n:
         raise DataError(f"{len(texts)} texts for {n} item ids")
     payloads: list[Any] = [t if isinstance(t, str) and t.strip() else None for t in texts]
@@ -63,8 +65,10 @@ def text_inputs(texts: Sequence[str | None], n: int) -> tuple[list[Any], np.ndar
 
 
 def image_inputs(
-    paths: Sequence[str | Path | None], n: int, root: Path | None, stats: ModalityStats
+    paths: Sequence[str | Path | None], ids: np.ndarray, root: Path | None, stats: ModalityStats
 ) -> tuple[list[Any], np.ndarray]:
+    """Absolute paths (None where absent or not found) and cache keys of N image paths."""
+    n = len(ids)
     if len(paths) != n:
         raise DataError(f"{len(paths)} image paths for {n} item ids")
     payloads: list[Any] = [None] * n
@@ -80,7 +84,7 @@ def image_inputs(
         except OSError:
             stats.unusable += 1
             if len(stats.examples) < 3:
-                stats.examples.append(f"row {i}: {path} (not found)")
+                stats.examples.append(f"item {ids[i]} (row {i}): {path} (not found)")
             continue
         payloads[i] = path
         # the cache key changes when the file is replaced or edited
@@ -89,8 +93,9 @@ def image_inputs(
 
 
 def load_images(
-    rows: np.ndarray, payloads: list[Any], stats: ModalityStats
+    rows: np.ndarray, ids: np.ndarray, payloads: list[Any], stats: ModalityStats
 ) -> tuple[np.ndarray, list[Any]]:
+    """Decode the images of ``rows``: (the rows that decoded, their RGB images)."""
     try:
         from PIL import Image
 
@@ -105,5 +110,5 @@ def load_images(
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             stats.unusable += 1
             if len(stats.examples) < 3:
-                stats.examples.append(f"row {i}: {payloads[i]} ({exc})")
+                stats.examples.append(f"item {ids[i]} (row {i}): {payloads[i]} ({exc})")
     return np.array(ok, dtype=np.int64), images

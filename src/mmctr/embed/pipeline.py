@@ -88,7 +88,7 @@ def _encode_modality(
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             if modality == "image":
-                chunk, batch = load_images(chunk, payloads, stats)
+                chunk, batch = load_images(chunk, ids, payloads, stats)
             else:
                 batch = [payloads[i] for i in chunk]
             if len(chunk):
@@ -154,7 +154,7 @@ def encode_items(
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     ids = check_ids(ids)
     n = len(ids)
-    show = sys.stderr.isatty() if progress is None else progress
+    show = bool(getattr(sys.stderr, "isatty", lambda: False)()) if progress is None else progress
     stats: dict[str, ModalityStats] = {}
     out: dict[str, np.ndarray | None] = {"text": None, "image": None}
     modalities: list[tuple[str, str, int]] = []
@@ -173,7 +173,7 @@ def encode_items(
     if image_paths is not None:
         stats["image"] = ModalityStats()
         root = None if image_root is None else Path(image_root)
-        payloads, keys = image_inputs(image_paths, n, root, stats["image"])
+        payloads, keys = image_inputs(image_paths, ids, root, stats["image"])
         encoder = encoders.image_encoder(image_encoder, allow_download=allow_download)
         jobs.append(("image", encoder, payloads, keys))
     for modality, encoder, payloads, keys in jobs:
