@@ -12,7 +12,7 @@ import torch
 
 from mmctr.config import Config
 from mmctr.data import load_dataset
-from mmctr.errors import CheckpointError
+from mmctr.errors import CheckpointError, ConfigError
 from mmctr.model import SeedCTR
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import loop
@@ -159,3 +159,21 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
     (tmp_path / "a.txt").chmod(0o640)
     write_text(tmp_path / "a.txt", "y")
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+
+
+def test_bf16_autocast_trains_on_cpu(
+    tiny_data_master: Path, tiny_config: Config, tmp_path: Path
+) -> None:
+    config = tiny_config.with_overrides(["train.epochs=1", "train.precision=bf16"])
+    result = train(tiny_data_master, config, tmp_path / "run")
+    assert np.isfinite(result.history[0]["train_loss"]) and result.best_valid["auc"] > 0.5
+
+
+def test_device_choice_is_checked() -> None:
+    assert loop.resolve_device("cpu").type == "cpu"
+    assert loop.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+            loop.resolve_device("cuda")
+    with pytest.raises(ConfigError, match=r"train\.device must be"):
+        Config().with_overrides(["train.device=tpu"])

@@ -14,7 +14,7 @@ from mmctr.data import load_dataset
 from mmctr.errors import ConfigError
 from mmctr.model import build_model, macs_per_sample, parameter_counts
 from mmctr.training import checkpoint as ckpt
-from mmctr.training.loop import attach_items, fit, predict_probs
+from mmctr.training.loop import attach_items, fit, predict_probs, resolve_device
 from mmctr.training.metrics import all_metrics
 from mmctr.training.submission import write_submission
 
@@ -92,6 +92,7 @@ def train(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     trained = ckpt.load_trained(args.run)
     data = load_dataset(args.data, trained.config.data, (args.split,), schema=trained.schema)
+    trained.model.to(resolve_device(trained.config.train.device))
     attach_items(trained.model, data.items)
     split = data[args.split]
     assert split.labels is not None
@@ -115,6 +116,7 @@ def predict(args: argparse.Namespace) -> int:
     data = load_dataset(
         args.data, trained.config.data, (args.split,), schema=trained.schema, require_labels=False
     )
+    trained.model.to(resolve_device(trained.config.train.device))
     attach_items(trained.model, data.items)
     split = data[args.split]
     probs = predict_probs(

@@ -21,6 +21,13 @@ class Batch:
     def __len__(self) -> int:
         return int(self.target.shape[0])
 
+    def to(self, device: torch.device) -> Batch:
+        if device.type == "cpu":
+            return self
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        labels = None if self.labels is None else move(self.labels)
+        return Batch(move(self.history), move(self.target), move(self.context), labels)
+
 
 def make_batch(split: Split, rows: slice | np.ndarray, max_len: int) -> Batch:
     """Rows of ``split`` as a Batch holding the last ``max_len`` history positions."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class TrainConfig:
     weight_decay: float = 0.0  # the paper uses no L2 regularisation
     seed: int = 20242025
     num_threads: int = 0  # torch intra-op threads; 0 = leave PyTorch's default
+    device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda" or "cuda:N"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast to bfloat16 (for GPUs)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -33,5 +36,9 @@ class TrainConfig:
             raise ValueError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.min_lr < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("train.min_lr, train.grad_clip and train.weight_decay must be >= 0")
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.num_threads < 0:
             raise ValueError(f"train.num_threads must be >= 0, got {self.num_threads}")

@@ -6,6 +6,7 @@ killed and resumed from its last checkpoint gives the same weights as one never 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from mmctr.config import Config
 from mmctr.data import DataSchema, Dataset, ItemTable, Split, iter_batches, num_batches
-from mmctr.errors import CheckpointError
+from mmctr.errors import CheckpointError, ConfigError
 from mmctr.model.base import CTRModel
 from mmctr.training import checkpoint as ckpt
 from mmctr.training.metrics import all_metrics
@@ -39,6 +40,27 @@ class FitResult:
     history: list[dict[str, Any]]
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the GPU when PyTorch sees one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device = {name!r}, but PyTorch sees no CUDA GPU here")
+    return device
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
+    """bfloat16 autocast when asked for; a no-op context for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def model_device(model: CTRModel) -> torch.device:
+    return next(iter(model.parameters())).device
+
+
 def attach_items(model: CTRModel, items: ItemTable) -> None:
     model.items.load_item_features(
         torch.from_numpy(items.tags).long(), torch.from_numpy(items.emb).float()
@@ -47,10 +69,16 @@ def attach_items(model: CTRModel, items: ItemTable) -> None:
 
 @torch.inference_mode()
 def predict_probs(
-    model: CTRModel, split: Split, batch_size: int, *, progress: bool = False
+    model: CTRModel,
+    split: Split,
+    batch_size: int,
+    *,
+    progress: bool = False,
+    precision: str = "fp32",
 ) -> np.ndarray:
-    """Click probabilities for every row of ``split``, in file order."""
+    """Click probabilities for every row of ``split``, in file order, on the model's device."""
     model.eval()
+    device = model_device(model)
     out = np.empty(len(split), dtype=np.float32)
     start = 0
     batches = iter_batches(split, batch_size, max_len=model.cfg.max_len)
@@ -63,16 +91,21 @@ def predict_probs(
         unit="batch",
         leave=False,
     ):
-        logits = model(batch.history, batch.target, batch.context)
-        out[start : start + len(batch)] = torch.sigmoid(logits).numpy()
+        batch = batch.to(device)
+        with autocast(device, precision):
+            logits = model(batch.history, batch.target, batch.context)
+        out[start : start + len(batch)] = torch.sigmoid(logits.float()).cpu().numpy()
         start += len(batch)
     return out
 
 
-def evaluate(model: CTRModel, split: Split, batch_size: int) -> dict[str, float]:
+def evaluate(
+    model: CTRModel, split: Split, batch_size: int, precision: str = "fp32"
+) -> dict[str, float]:
     if split.labels is None:
         raise CheckpointError(f"split {split.name!r} has no labels to evaluate against")
-    return all_metrics(split.users, split.labels, predict_probs(model, split, batch_size))
+    probs = predict_probs(model, split, batch_size, precision=precision)
+    return all_metrics(split.users, split.labels, probs)
 
 
 def fit(
@@ -91,6 +124,8 @@ def fit(
     progress = sys.stderr.isatty() if progress is None else progress
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
+    device = resolve_device(tc.device)
+    model.to(device)
     attach_items(model, data.items)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     counters: dict[str, Any] = {
@@ -108,7 +143,7 @@ def fit(
             DataSchema.from_dict(state["schema"]), where=f"{run.state} (resume)"
         )
         model.load_state_dict(state["weights"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(state["optimizer"])  # moves its state to the params' device
         counters = state["counters"]
         log(f"resuming {run.root} after epoch {counters['epoch']}")
     elif run.has_run():
@@ -126,7 +161,7 @@ def fit(
         t0 = time.perf_counter()
         loss = _train_epoch(model, optimizer, train, config, epoch, steps, progress)
         train_seconds = time.perf_counter() - t0
-        metrics = evaluate(model, valid, tc.eval_batch_size)
+        metrics = evaluate(model, valid, tc.eval_batch_size, tc.precision)
         improved = metrics["auc"] > counters["best_auc"]
         if improved:
             counters.update(best_auc=metrics["auc"], best_epoch=epoch, bad_epochs=0)
@@ -147,6 +182,8 @@ def fit(
             "eval_seconds": round(time.perf_counter() - t0 - train_seconds, 3),
             "improved": improved,
         }
+        if device.type == "cuda":
+            record["gpu_peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         counters["history"] = [*counters["history"], record]
         counters["epoch"] = epoch
         counters["train_seconds"] += train_seconds
@@ -207,21 +244,31 @@ def _train_epoch(
         leave=False,
         mininterval=0.5,
     )
-    total, count = 0.0, 0
+    device = model_device(model)
+    # the running loss stays on the device: reading it every step would stall a GPU
+    total = torch.zeros((), device=device)
+    count, step = 0, 0
     for step, batch in enumerate(bar):
+        batch = batch.to(device)
         assert batch.labels is not None
-        logits = model(batch.history, batch.target, batch.context)
-        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        with autocast(device, tc.precision):
+            logits = model(batch.history, batch.target, batch.context)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"epoch {epoch} step {step}: loss is {value}; lower train.lr")
-        total += value * len(batch)
+        total += loss.detach() * len(batch)
         count += len(batch)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{total / count:.4f}")
-    return total / max(count, 1)
+        if step % 50 == 0:
+            _check_finite(float(total), epoch, step)
+            bar.set_postfix(loss=f"{float(total) / count:.4f}")
+    mean = float(total) / max(count, 1)
+    _check_finite(mean, epoch, step)
+    return mean
+
+
+def _check_finite(value: float, epoch: int, step: int) -> None:
+    if not math.isfinite(value):
+        raise FloatingPointError(f"epoch {epoch} step {step}: loss is {value}; lower train.lr")

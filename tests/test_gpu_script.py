@@ -1,0 +1,34 @@
+"""bench/gpu.sh runs end to end (on the CPU here, with a small config and the tiny preset)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_script_smoke_run_on_cpu(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PY": sys.executable,
+        "PRESET": "tiny",
+        "CONFIG": str(ROOT / "configs" / "cpu.toml"),
+        "BATCHES": "512",
+        "DATA": str(tmp_path / "data"),
+        "OUT": str(tmp_path / "runs"),
+    }
+    done = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = [line for line in done.stdout.splitlines() if line.startswith("RESULT batch 512")]
+    assert result and "samples/s" in result[0] and "epoch" in result[0]
+    assert len(list((tmp_path / "runs").iterdir())) == 1
