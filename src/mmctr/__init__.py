@@ -7,12 +7,21 @@ cross network beside a deep MLP, and a prediction MLP.
 
 from mmctr.config import Config, load_config
 from mmctr.data import DataConfig, DataSchema, Dataset, load_dataset
-from mmctr.model import DataDims, ModelConfig, SeedCTR, macs_per_sample, parameter_counts
+from mmctr.model import (
+    DIN,
+    DataDims,
+    ModelConfig,
+    SeedCTR,
+    build_model,
+    macs_per_sample,
+    parameter_counts,
+)
 from mmctr.training.config import TrainConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DIN",
     "Config",
     "DataConfig",
     "DataDims",
@@ -21,6 +30,7 @@ __all__ = [
     "ModelConfig",
     "SeedCTR",
     "TrainConfig",
+    "build_model",
     "load_config",
     "load_dataset",
     "macs_per_sample",
