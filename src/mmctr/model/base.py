@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mmctr.model.config import ModelConfig
-from mmctr.model.item import ItemEncoder
+from mmctr.model.item import ContextEncoder, ItemEncoder
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,19 @@ class CTRModel(nn.Module):
 
     cfg: ModelConfig
     items: ItemEncoder
+    context: ContextEncoder
+
+    def _init_inputs(self, cfg: ModelConfig, dims: DataDims) -> None:
+        """The item and context encoders every model shares; call once from ``__init__``."""
+        self.cfg = cfg
+        self.items = ItemEncoder(
+            cfg,
+            num_items=dims.num_items,
+            num_tags=dims.num_tags,
+            tags_per_item=dims.tags_per_item,
+            emb_dim=dims.emb_dim,
+        )
+        self.context = ContextEncoder(vocab_sizes=dims.context_vocab_sizes, dim=cfg.context_dim)
 
     def forward(
         self, history: torch.Tensor, target: torch.Tensor, context: torch.Tensor

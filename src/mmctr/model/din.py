@@ -15,7 +15,6 @@ from torch import nn
 
 from mmctr.model.base import CTRModel, DataDims
 from mmctr.model.config import ModelConfig
-from mmctr.model.item import ContextEncoder, ItemEncoder
 from mmctr.model.layers import MLP
 from mmctr.model.seed import reset_parameters
 from mmctr.model.sequence import trim_history
@@ -86,15 +85,7 @@ class DIN(CTRModel):
 
     def __init__(self, cfg: ModelConfig, dims: DataDims) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.items = ItemEncoder(
-            cfg,
-            num_items=dims.num_items,
-            num_tags=dims.num_tags,
-            tags_per_item=dims.tags_per_item,
-            emb_dim=dims.emb_dim,
-        )
-        self.context = ContextEncoder(vocab_sizes=dims.context_vocab_sizes, dim=cfg.context_dim)
+        self._init_inputs(cfg, dims)
         self.attention = TargetAttention(
             dim=self.items.out_dim,
             hidden=cfg.din_attention_mlp,

@@ -12,7 +12,6 @@ from torch import nn
 
 from mmctr.model.base import CTRModel, DataDims
 from mmctr.model.config import ModelConfig
-from mmctr.model.item import ContextEncoder, ItemEncoder
 from mmctr.model.layers import MLP, CrossNetwork
 from mmctr.model.sequence import TargetAwareTransformer, trim_history
 
@@ -27,15 +26,7 @@ class SeedCTR(CTRModel):
 
     def __init__(self, cfg: ModelConfig, dims: DataDims) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.items = ItemEncoder(
-            cfg,
-            num_items=dims.num_items,
-            num_tags=dims.num_tags,
-            tags_per_item=dims.tags_per_item,
-            emb_dim=dims.emb_dim,
-        )
-        self.context = ContextEncoder(vocab_sizes=dims.context_vocab_sizes, dim=cfg.context_dim)
+        self._init_inputs(cfg, dims)
         self.sequence: TargetAwareTransformer | None = None
         x0_dim = self.context.out_dim + self.items.out_dim
         if cfg.use_sequence:
