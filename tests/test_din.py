@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_helpers import left_padded_batch, with_loud_weights
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmctr.config import Config, load_config
@@ -47,27 +48,11 @@ TINY_DIN_OVERRIDES = [
 def din(**changes: object) -> DIN:
     torch.manual_seed(0)
     model = DIN(ModelConfig(**{**TINY.__dict__, **changes}), DIMS)  # type: ignore[arg-type]
-    g = torch.Generator().manual_seed(1)
-    tags = torch.randint(0, DIMS.num_tags, (DIMS.num_items, 5), generator=g)
-    emb = torch.randn(DIMS.num_items, DIMS.emb_dim, generator=g)
-    tags[0], emb[0] = 0, 0.0
-    model.items.load_item_features(tags, emb)
-    with torch.no_grad():  # large weights, so that a leak through the mask would show
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.3)
-        model.items.id_emb.weight[0] = 0.0
-        model.items.tag_emb.weight[0] = 0.0
-    return model.eval()
+    return with_loud_weights(model, DIMS)
 
 
 def batch(lengths: list[int], seq_len: int = 20) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(2)
-    history = torch.zeros(len(lengths), seq_len, dtype=torch.long)
-    for row, n in enumerate(lengths):
-        history[row, seq_len - n :] = torch.randint(1, DIMS.num_items, (n,), generator=g)
-    target = torch.randint(1, DIMS.num_items, (len(lengths),), generator=g)
-    context = torch.randint(0, 11, (len(lengths), 2), generator=g)
-    return history, target, context
+    return left_padded_batch(lengths, DIMS, seq_len)
 
 
 def test_factory_builds_din_and_the_preset_is_the_baseline() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_helpers import left_padded_batch, with_loud_weights
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -35,28 +36,11 @@ def small_model(**changes: object) -> SeedCTR:
     torch.manual_seed(0)
     cfg = ModelConfig(**{**SMALL.__dict__, **changes})  # type: ignore[arg-type]
     model = SeedCTR(cfg, SMALL_DIMS)
-    g = torch.Generator().manual_seed(1)
-    tags = torch.randint(0, SMALL_DIMS.num_tags, (SMALL_DIMS.num_items, 5), generator=g)
-    emb = torch.randn(SMALL_DIMS.num_items, SMALL_DIMS.emb_dim, generator=g)
-    tags[0], emb[0] = 0, 0.0
-    model.items.load_item_features(tags, emb)
-    # the release's init is tiny; larger weights make any leak through a mask visible
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.3)
-        model.items.id_emb.weight[0] = 0.0
-        model.items.tag_emb.weight[0] = 0.0
-    return model.eval()
+    return with_loud_weights(model, SMALL_DIMS)
 
 
 def batch(lengths: list[int], seq_len: int = 20) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(2)
-    history = torch.zeros(len(lengths), seq_len, dtype=torch.long)
-    for row, n in enumerate(lengths):
-        history[row, seq_len - n :] = torch.randint(1, SMALL_DIMS.num_items, (n,), generator=g)
-    target = torch.randint(1, SMALL_DIMS.num_items, (len(lengths),), generator=g)
-    context = torch.randint(0, 11, (len(lengths), 2), generator=g)
-    return history, target, context
+    return left_padded_batch(lengths, SMALL_DIMS, seq_len)
 
 
 def test_paper_config_has_the_papers_parameter_count() -> None:
