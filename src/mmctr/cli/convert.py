@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mmctr.cli.flags import add_progress_flag
 from mmctr.data.convert.core import ConvertOptions
 
 ITEM_DEFAULTS = {"title_col": "title", "image_col": "image_path", "tags_col": "tags"}
@@ -76,12 +77,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embed-cache", type=Path, help="cache folder of the encoders")
     p.add_argument("--embed-batch-size", type=int, default=d.embed_batch_size)
     p.add_argument("--force", action="store_true", help="replace an existing data set in --out")
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="show progress bars (default: when stderr is a terminal)",
-    )
+    add_progress_flag(p)
 
 
 def _options(args: argparse.Namespace) -> ConvertOptions:

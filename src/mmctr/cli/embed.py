@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+from mmctr.cli.flags import add_progress_flag
 from mmctr.errors import ConfigError
 
 CACHE_DIR_NAME = "embed-cache"
@@ -86,12 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "times faster on a machine that other jobs keep busy",
     )
     p.add_argument("--force", action="store_true", help="overwrite --out and its PCA file")
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="show progress bars (default: when stderr is a terminal)",
-    )
+    add_progress_flag(p)
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mmctr.cli.flags import add_set_flag
 from mmctr.config import Config, load_config
 from mmctr.errors import ConfigError
 from mmctr.experiments.experiment import ExperimentResult, file_log, run_experiment
@@ -28,12 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="TOML of the DIN variants (default: configs/din.toml); its [data] section and "
         "train.epochs/patience/seed are replaced by those of --config",
     )
-    p.add_argument(
-        "--din-set",
+    add_set_flag(
+        p,
+        flag="--din-set",
         dest="din_overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
         help="override a value of the DIN config, e.g. --din-set model.din_mlp=256,128",
     )
     p.set_defaults(func=run_ablation)
@@ -53,14 +52,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quick", action="store_true", help="one epoch per run: a smoke test, not a result"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a value of --config for every run (repeatable)",
-    )
+    add_set_flag(p, help="override a value of --config for every run (repeatable)")
 
 
 def _split(text: str | None) -> list[str]:

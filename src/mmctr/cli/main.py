@@ -15,6 +15,7 @@ from mmctr.cli import convert as convert_cli
 from mmctr.cli import embed as embed_cli
 from mmctr.cli import experiment as experiment_cli
 from mmctr.cli import explain as explain_cli
+from mmctr.cli.flags import add_progress_flag, add_set_flag
 from mmctr.errors import MmctrError
 
 
@@ -39,18 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data directory in the challenge layout")
     p.add_argument("--config", help="TOML preset, e.g. configs/cpu.toml (optional with --resume)")
     p.add_argument("--out", required=True, help="run directory to create")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value, e.g. --set train.lr=1e-3 (repeatable)",
-    )
+    add_set_flag(p)
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
-    _progress_flag(p)
+    add_progress_flag(p)
     p.set_defaults(func=commands.train)
 
     p = sub.add_parser("evaluate", help="AUC, logloss and gAUC of a trained run on a split")
@@ -65,15 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--out", required=True, help="submission file, e.g. submission.zip")
-    _progress_flag(p)
+    add_progress_flag(p)
     p.set_defaults(func=commands.predict)
 
     p = sub.add_parser("describe", help="parameter count and multiply-adds per sample")
     p.add_argument("--config", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
-    )
+    add_set_flag(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.describe)
 
@@ -86,9 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also time the plain full-length path on the same batches and report the speed-ups",
     )
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
-    )
+    add_set_flag(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.bench)
 
