@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mmctr.config import Config
 from mmctr.model import DataDims, ModelConfig, SeedCTR, macs_per_sample, parameter_counts
 from mmctr.model.layers import MLP, CrossNetwork
+from mmctr.model.packing import bucket_widths, plan_layout
 from mmctr.model.sequence import trim_history
 
 CHALLENGE = DataDims(
@@ -116,8 +117,11 @@ def test_fast_paths_are_exact_under_the_correct_mask(trim: bool, pack: bool) -> 
     # float64, so that the only possible difference is a real one, not summation order
     fast = small_model(trim_padding=trim, pack_tokens=pack).double()
     plain = small_model(trim_padding=False, pack_tokens=False).double()
-    for lengths in ([3, 5, 8], [20, 1, 7], [3, 2, 1], [0, 4, 2]):
+    mixed = [2, 2, 2, 5, 6, 6, 0, 20, 13, 1, 12, 3, 9, 9, 17]  # dense and padded buckets
+    for lengths in ([3, 5, 8], [20, 1, 7], [3, 2, 1], [0, 4, 2], [0, 0], mixed, mixed[:-1]):
         history, target, context = batch(lengths)
+        if len(lengths) == len(mixed) - 1:
+            history[7, 2] = history[8, -3] = 0  # holes inside histories, one in the last k
         out_fast, out_plain = fast(history, target, context), plain(history, target, context)
         assert torch.allclose(out_fast, out_plain, rtol=1e-10, atol=1e-10), lengths
         out_fast.sum().backward()
@@ -130,6 +134,32 @@ def test_fast_paths_are_exact_under_the_correct_mask(trim: bool, pack: bool) -> 
             assert torch.allclose(g_fast, g_plain, rtol=1e-8, atol=1e-10), (lengths, name)
         fast.zero_grad()
         plain.zero_grad()
+
+
+def test_bucket_widths_pad_each_length_by_at_most_half() -> None:
+    assert bucket_widths(20) == [1, 2, 3, 4, 6, 8, 12, 16, 20]
+    assert bucket_widths(1) == [1]
+    for n in range(1, 101):
+        assert n <= min(w for w in bucket_widths(100) if w >= n) <= max(1.5 * n, 2)
+
+
+def test_packed_layout_puts_every_real_item_in_its_own_slot() -> None:
+    history, _, _ = batch([2, 2, 5, 6, 0, 20, 13, 1, 12])
+    history[5, 7] = 0  # a hole inside a history is still exact
+    real = history.ne(0)
+    layout = plan_layout(real, first_k=4)
+    assert sorted(layout.order.tolist()) == list(range(int(real.sum())))
+    rows = real.nonzero()[:, 0][layout.order]
+    assert torch.equal(rows, layout.row)
+    for b in layout.buckets:
+        lengths = real[layout.row[b.start : b.end].unique()].sum(1)
+        assert int(lengths.max()) == b.width
+        if b.slots is None:
+            assert bool((lengths == b.width).all())
+        else:
+            assert b.slots.unique().numel() == b.end - b.start
+            assert b.attend is not None and int(b.attend.sum()) == b.end - b.start
+    assert sum(b.end - b.start for b in layout.buckets) == int(real.sum())
 
 
 def test_trim_history_keeps_at_least_first_k() -> None:

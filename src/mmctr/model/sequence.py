@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmctr.model.config import MaskMode, ModelConfig
+from mmctr.model.packing import PackedLayout, plan_layout
 
 
 class EncoderLayer(nn.Module):
@@ -40,22 +41,29 @@ class EncoderLayer(nn.Module):
         a = self._attention(self.qkv(x), attend)  # (B, L, D)
         return self._residual_blocks(x, a)
 
-    def forward_packed(
-        self, x: torch.Tensor, index: torch.Tensor, attend: torch.Tensor
-    ) -> torch.Tensor:
-        """The same layer over real tokens only: x (N, D) holds the tokens at flat positions
-        ``index`` of the (B, L) layout that ``attend`` (B, 1, 1, L) describes.
+    def forward_packed(self, x: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+        """The same layer over real tokens only: x (N, D) in ``layout``'s packed order.
 
         Every per-token step (projections, feed-forward, LayerNorm) runs on the N real tokens;
-        only the attention itself runs in the padded layout, where padding keys are masked out.
+        the attention runs bucket by bucket, each bucket padded to its own longest row.
         """
-        B, L = attend.shape[0], attend.shape[-1]
         qkv = self.qkv(x)  # (N, 3D)
-        padded = qkv.new_zeros(B * L, qkv.shape[1]).index_copy(0, index, qkv)
-        a = self._attention(padded.view(B, L, -1), attend)  # (B, L, D)
-        return self._residual_blocks(x, a.reshape(B * L, -1)[index])
+        parts = []
+        # one split, not a slice per bucket: each slice's backward would write a full (N, 3D)
+        segments = qkv.split([b.end - b.start for b in layout.buckets])
+        for b, seg in zip(layout.buckets, segments, strict=True):
+            if b.slots is None:  # dense: every row of the bucket is b.width long
+                a = self._attention(seg.view(b.rows, b.width, -1), None)
+                parts.append(a.reshape(b.end - b.start, -1))
+            else:
+                padded = seg.new_zeros(b.rows * b.width, seg.shape[1])
+                padded.index_copy_(0, b.slots, seg)
+                a = self._attention(padded.view(b.rows, b.width, -1), b.attend)
+                parts.append(a.reshape(b.rows * b.width, -1).index_select(0, b.slots))
+        a = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return self._residual_blocks(x, a)
 
-    def _attention(self, qkv: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+    def _attention(self, qkv: torch.Tensor, attend: torch.Tensor | None) -> torch.Tensor:
         B, L, three_d = qkv.shape
         D = three_d // 3
         p = self.dropout if self.training else 0.0
@@ -163,18 +171,30 @@ class TargetAwareTransformer(nn.Module):
         """
         if self.mask != "correct":
             raise ValueError("packed tokens are only exact under mask='correct'")
-        B, L = real.shape
+        L = real.shape[1]
         if L < self.first_k:
             raise ValueError(f"history length {L} is shorter than first_k {self.first_k}")
-        index = real.reshape(-1).nonzero().squeeze(1)  # (N,) flat positions of real items
-        x = history
+        layout = plan_layout(real, self.first_k)
+        x = history.index_select(0, layout.order)  # (N, Di) in packed order
         if self.target_concat:
-            x = torch.cat([history, target[torch.div(index, L, rounding_mode="floor")]], dim=-1)
-        attend, keep = key_masks(real, "correct")
-        for layer in self.layers:
-            x = cast(EncoderLayer, layer).forward_packed(x, index, attend[:, None, None, :])
-        padded = x.new_zeros(B * L, x.shape[1]).index_copy(0, index, x)
-        return self._interest(padded.view(B, L, -1), keep)
+            x = torch.cat([x, target.index_select(0, layout.row)], dim=-1)
+        if layout.buckets:  # else no row has any history and x is empty
+            for layer in self.layers:
+                x = cast(EncoderLayer, layer).forward_packed(x, layout)
+        return self._packed_interest(x, layout)
+
+    def _packed_interest(self, x: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+        """``_interest`` straight from packed tokens, without the (B, L, D) layout."""
+        B, D = layout.batch, x.shape[1]
+        last_k = x.new_zeros(B * self.first_k, D)
+        last_k.index_copy_(0, layout.tail_slots, x.index_select(0, layout.tail))
+        parts = [last_k.view(B, self.first_k * D)]
+        if self.pool is not None:
+            pooled = x.new_zeros(B, D).scatter_reduce(
+                0, layout.row.unsqueeze(1).expand(-1, D), x, "amax", include_self=False
+            )  # rows without history stay 0
+            parts.append(self.pool(pooled))
+        return torch.cat(parts, dim=-1)
 
     def _interest(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Last-k flatten ++ Linear(max-pool over kept positions); x is zero where not kept."""
