@@ -37,7 +37,8 @@ def test_trains_and_writes_its_run_directory(
 ) -> None:
     run = tmp_path / "run"
     result = train(tiny_data_master, tiny_config.with_overrides(["train.epochs=3"]), run)
-    assert result.best_valid["auc"] > 0.56, "the planted signal should show within 3 epochs"
+    # on the tiny set, seeds 7-9 reach 0.554-0.611; chance is 0.5 (std about 0.02 at this size)
+    assert result.best_valid["auc"] > 0.54, "the planted signal should show within 3 epochs"
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == list(range(1, result.epochs_run + 1))
     assert lines[0]["train_loss"] > lines[-1]["train_loss"]

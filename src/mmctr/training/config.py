@@ -15,6 +15,7 @@ class TrainConfig:
         1024  # larger batches spill out of cache and, at the paper size, need GBs
     )
     lr: float = 5e-4  # Adam
+    fused_adam: bool = True  # PyTorch's fused Adam (same update, one kernel); False: per-tensor
     lr_decay: float = 0.1  # multiply the learning rate by this after an epoch without gain
     min_lr: float = 1e-6  # floor for the decayed learning rate
     grad_clip: float = 10.0  # max global gradient norm; 0 disables clipping

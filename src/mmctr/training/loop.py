@@ -25,6 +25,7 @@ from mmctr.data import DataSchema, Dataset, ItemTable, Split, iter_batches, num_
 from mmctr.errors import CheckpointError, ConfigError
 from mmctr.model.base import CTRModel
 from mmctr.training import checkpoint as ckpt
+from mmctr.training.config import TrainConfig
 from mmctr.training.metrics import all_metrics
 
 Log = Callable[[str], None]
@@ -108,6 +109,14 @@ def evaluate(
     return all_metrics(split.users, split.labels, probs)
 
 
+def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Adam:
+    """Adam as the paper trains; fused into one kernel unless ``train.fused_adam`` is off
+    (docs/performance.md has the timings)."""
+    return torch.optim.Adam(
+        model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=tc.fused_adam or None
+    )
+
+
 def fit(
     model: CTRModel,
     data: Dataset,
@@ -127,7 +136,7 @@ def fit(
     device = resolve_device(tc.device)
     model.to(device)
     attach_items(model, data.items)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = make_optimizer(model, tc)
     counters: dict[str, Any] = {
         "epoch": 0,
         "best_auc": -math.inf,
