@@ -17,6 +17,7 @@ from mmctr.cli import experiment as experiment_cli
 from mmctr.cli import explain as explain_cli
 from mmctr.cli.flags import add_progress_flag, add_set_flag
 from mmctr.errors import MmctrError
+from mmctr.runtime import keep_freed_memory
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,6 +101,7 @@ def _progress_flag(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         code: int = args.func(args)
         return code
