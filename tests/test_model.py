@@ -176,6 +176,22 @@ def test_empty_histories_give_finite_outputs() -> None:
         assert torch.isfinite(model(history, target, context)).all()
 
 
+def test_low_rank_cross_network_is_the_full_one_with_w_equal_uv() -> None:
+    torch.manual_seed(0)
+    low = CrossNetwork(dim=6, num_layers=2, rank=2)
+    full = CrossNetwork(dim=6, num_layers=2)
+    with torch.no_grad():
+        for lo, fu in zip(low.layers, full.layers, strict=True):
+            assert isinstance(lo, torch.nn.Sequential) and isinstance(fu, torch.nn.Linear)
+            fu.weight.copy_(lo[1].weight @ lo[0].weight)
+            fu.bias.copy_(lo[1].bias)
+    x0 = torch.randn(4, 6)
+    assert torch.allclose(low(x0), full(x0), atol=1e-6)
+    assert sum(p.numel() for p in low.parameters()) == 2 * (2 * 6 * 2 + 6)
+    model = small_model(cross_rank=3)
+    assert macs_per_sample(model)["cross"] == 3 * 2 * 3 * model.x0_dim
+
+
 def test_cross_network_by_hand() -> None:
     cross = CrossNetwork(dim=2, num_layers=2)
     with torch.no_grad():

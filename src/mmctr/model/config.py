@@ -36,6 +36,7 @@ class ModelConfig:
     # feature interaction: DCNv2 cross network in parallel with a deep MLP
     use_cross: bool = True
     num_cross_layers: int = 3
+    cross_rank: int = 0  # 0: full-rank W (the paper's); r > 0: W = U V with U, V of rank r
     deep_mlp: tuple[int, ...] = (1024, 512, 256)
     deep_dropout: float = 0.2
     # prediction head
@@ -63,6 +64,8 @@ class ModelConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {value}")
+        if self.cross_rank < 0:
+            raise ValueError(f"model.cross_rank must be >= 0, got {self.cross_rank}")
         if self.num_cross_layers < 0:
             raise ValueError(f"model.num_cross_layers must be >= 0, got {self.num_cross_layers}")
         if self.kind not in ("seed", "din"):

@@ -40,21 +40,29 @@ class MLP(nn.Module):
 
 
 class CrossNetwork(nn.Module):
-    """DCNv2 cross network with full-rank layers (Wang et al., WWW 2021).
+    """DCNv2 cross network (Wang et al., WWW 2021), full-rank unless ``rank`` is given.
 
     ``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l``, with ``*`` element-wise; each layer adds one
-    degree of explicit feature interaction while the residual keeps the lower degrees.
+    degree of explicit feature interaction while the residual keeps the lower degrees. With
+    ``rank = r > 0`` each ``W_l`` is the product ``U_l V_l`` of a (dim, r) and an (r, dim)
+    matrix, DCNv2's low-rank form: 2 r dim weights a layer instead of dim^2.
 
     Shape: (B, dim) -> (B, dim).
     """
 
-    def __init__(self, *, dim: int, num_layers: int) -> None:
+    def __init__(self, *, dim: int, num_layers: int, rank: int = 0) -> None:
         super().__init__()
-        if dim < 1 or num_layers < 1:
+        if dim < 1 or num_layers < 1 or rank < 0:
             raise ValueError(
-                f"CrossNetwork needs dim >= 1 and num_layers >= 1, got {dim}, {num_layers}"
+                "CrossNetwork needs dim >= 1, num_layers >= 1 and rank >= 0, "
+                f"got {dim}, {num_layers}, {rank}"
             )
-        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(num_layers))
+        self.layers = nn.ModuleList(
+            nn.Linear(dim, dim)
+            if rank == 0
+            else nn.Sequential(nn.Linear(dim, rank, bias=False), nn.Linear(rank, dim))
+            for _ in range(num_layers)
+        )
         self.out_dim = dim
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ class SeedCTR(CTRModel):
             self.sequence = TargetAwareTransformer(cfg, item_dim=self.items.out_dim)
             x0_dim += self.sequence.out_dim
         self.cross = (
-            CrossNetwork(dim=x0_dim, num_layers=cfg.num_cross_layers)
+            CrossNetwork(dim=x0_dim, num_layers=cfg.num_cross_layers, rank=cfg.cross_rank)
             if (cfg.use_cross and cfg.num_cross_layers > 0)
             else None
         )
