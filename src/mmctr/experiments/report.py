@@ -11,19 +11,9 @@ from typing import Any
 
 from mmctr.atomic import write_text
 from mmctr.experiments.plan import Plan
-from mmctr.experiments.runner import COLUMNS
+from mmctr.experiments.runner import COLUMNS, METRIC_COLUMNS
 
-STATS = (
-    "valid_auc",
-    "valid_logloss",
-    "valid_gauc",
-    "test_auc",
-    "test_logloss",
-    "test_gauc",
-    "epochs",
-    "train_seconds",
-    "parameters",
-)
+STATS = (*METRIC_COLUMNS, "epochs", "train_seconds", "parameters")
 
 
 @dataclass(frozen=True)

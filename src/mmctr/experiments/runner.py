@@ -29,18 +29,15 @@ from mmctr.training import loop
 
 Log = Callable[[str], None]
 
+METRICS = ("auc", "logloss", "gauc")
+METRIC_COLUMNS = tuple(f"{split}_{m}" for split in ("valid", "test") for m in METRICS)
 COLUMNS = (
     "variant",
     "value",
     "seed",
     "run",
     "status",
-    "valid_auc",
-    "valid_logloss",
-    "valid_gauc",
-    "test_auc",
-    "test_logloss",
-    "test_gauc",
+    *METRIC_COLUMNS,
     "best_epoch",
     "epochs",
     "train_seconds",
@@ -48,7 +45,6 @@ COLUMNS = (
     "parameters",
     "error",
 )
-METRICS = ("auc", "logloss", "gauc")
 
 
 @dataclass(frozen=True)
