@@ -18,7 +18,7 @@ from mmctr.experiments import ablation_plan, run_experiment, sweep_plan
 from mmctr.experiments import runner as runner_module
 from mmctr.experiments.plan import Plan
 from mmctr.experiments.report import markdown, summarise
-from mmctr.experiments.runner import COLUMNS, eta_seconds, format_duration
+from mmctr.experiments.runner import COLUMNS, METRIC_COLUMNS, eta_seconds, format_duration
 from mmctr.training import loop
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -250,3 +250,29 @@ def test_time_left_comes_from_finished_runs() -> None:
     done = [("a", 10.0), ("a", 20.0), ("b", 60.0)]
     assert eta_seconds(done, ["a", "b", "c"]) == pytest.approx(15 + 60 + 30)
     assert [format_duration(s) for s in (42, 125, 7260)] == ["42s", "2m05s", "2h01m"]
+
+
+def test_parallel_jobs_give_the_serial_results_and_resume(
+    tiny_data_master: Path, tiny_config: Config, tmp_path: Path
+) -> None:
+    config = tiny_config.with_overrides(["train.num_threads=1"])  # same threads, same numbers
+    plan = ablation_plan(config, None, variants=["full", "no-transformer", "no-dcn"], quick=True)
+    serial = run_experiment(plan, tiny_data_master, tmp_path / "serial", log=quiet)
+    lines: list[str] = []
+    parallel = run_experiment(plan, tiny_data_master, tmp_path / "par", log=lines.append, jobs=2)
+    assert [r["run"] for r in parallel.rows] == [j.name for j in plan.jobs]
+    for a, b in zip(serial.rows, parallel.rows, strict=True):
+        assert b["status"] == "done"
+        assert [a[c] for c in METRIC_COLUMNS] == [b[c] for c in METRIC_COLUMNS]
+    assert any(line.startswith("2 runs at a time") for line in lines)
+    assert any(line.startswith("[3/3] no-dcn-seed0: valid auc") for line in lines)
+    assert any(line.startswith("[2/3] no-transformer-seed0: epoch   1") for line in lines)
+    assert [r["run"] for r in read_csv(tmp_path / "par" / "results.csv")] == [
+        j.name for j in plan.jobs
+    ]
+    lines.clear()
+    run_experiment(plan, tiny_data_master, tmp_path / "par", log=lines.append, jobs=2)
+    assert sum("finished earlier, read back" in line for line in lines) == 3
+    assert not any("runs at a time" in line for line in lines)  # nothing left to train
+    with pytest.raises(ConfigError, match="--jobs must be >= 1"):
+        run_experiment(plan, tiny_data_master, tmp_path / "par", log=quiet, jobs=0)

@@ -52,6 +52,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quick", action="store_true", help="one epoch per run: a smoke test, not a result"
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs to train at once, each in its own process with cores/N torch threads and "
+        "its own copy of the data (default 1)",
+    )
     add_set_flag(p, help="override a value of --config for every run (repeatable)")
 
 
@@ -79,7 +86,10 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def _run(plan: Plan, args: argparse.Namespace) -> int:
-    result: ExperimentResult = run_experiment(plan, args.data, args.out, log=file_log(args.out))
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    log = file_log(args.out)
+    result: ExperimentResult = run_experiment(plan, args.data, args.out, log=log, jobs=args.jobs)
     files = [args.out / "results.csv", args.out / "results.md"]
     if result.figure is not None:
         files.append(result.figure)

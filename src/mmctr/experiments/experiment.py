@@ -58,8 +58,9 @@ def write_plan(plan: Plan, out: Path) -> None:
 
 
 def run_experiment(
-    plan: Plan, data_dir: str | Path, out: str | Path, *, log: Log = print
+    plan: Plan, data_dir: str | Path, out: str | Path, *, log: Log = print, jobs: int = 1
 ) -> ExperimentResult:
+    """Run ``plan`` on the data in ``data_dir`` into ``out``, ``jobs`` runs at a time."""
     out = Path(out)
     t0 = time.perf_counter()
     exp = load_experiment_data(plan, data_dir)
@@ -69,7 +70,15 @@ def run_experiment(
         f"({len(exp.data['train']):,} train rows, {test_note}); writing to {out}"
     )
     write_plan(plan, out)
-    rows = run_plan(plan, exp, out, log=log, after_each=lambda rs: write_tables(plan, rs, out))
+    rows = run_plan(
+        plan,
+        exp,
+        out,
+        log=log,
+        after_each=lambda rs: write_tables(plan, rs, out),
+        jobs=jobs,
+        data_dir=data_dir,
+    )
     summaries = write_tables(plan, rows, out)
     figure = None
     if any(r["status"] == "done" for r in rows):

@@ -101,31 +101,79 @@ def run_plan(
     *,
     log: Log = print,
     after_each: Callable[[list[dict[str, Any]]], object] | None = None,
+    jobs: int = 1,
+    data_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Run (or read back) every job in order; returns one row per job."""
+    """Run (or read back) every job; returns one row per job, in plan order.
+
+    With ``jobs`` > 1 that many runs train at once, each in its own process that reads the
+    data from ``data_dir`` (parallel.py); otherwise they run one after another in this one.
+    """
     check_runs(plan, out, exp.data.schema.fingerprint)
-    rows: list[dict[str, Any]] = []
-    done: list[tuple[str, float]] = []  # (variant, wall seconds) of every finished job
-    total = len(plan.jobs)
-    for i, job in enumerate(plan.jobs, 1):
-        eta = eta_seconds(done, [j.variant for j in plan.jobs[i - 1 :]])
-        tag = f"[{i}/{total}] {job.name}"
-        log(f"{tag}: {_action(out / 'runs' / job.name)}" + (f"; {_eta_text(eta)}" if done else ""))
-        row = run_job(job, exp, out / "runs" / job.name, log=_prefixed(log, tag))
-        rows.append(row)
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    unfinished = [j for j in plan.jobs if not (out / "runs" / j.name / "result.json").exists()]
+    jobs = min(jobs, len(unfinished))  # runs read back need no worker
+    progress = Progress(plan, out, log, jobs=max(jobs, 1), after_each=after_each)
+    if jobs > 1:
+        if data_dir is None:
+            raise ValueError("run_plan: jobs > 1 needs the data_dir its workers read")
+        from mmctr.experiments.parallel import run_parallel  # spawns processes: only when asked
+
+        run_parallel(plan, data_dir, out, progress)
+        return progress.rows()
+    for i, job in enumerate(plan.jobs):
+        run_dir = out / "runs" / job.name
+        progress.started(i, action_of(run_dir))
+        progress.finished(i, run_job(job, exp, run_dir, log=progress.job_log(i)))
+    return progress.rows()
+
+
+class Progress:
+    """The progress lines of a plan ("[i/N] run: ..."), its rows so far and the time left."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        out: Path,
+        log: Log,
+        *,
+        jobs: int = 1,
+        after_each: Callable[[list[dict[str, Any]]], object] | None = None,
+    ) -> None:
+        self.plan, self.out, self.log, self.jobs = plan, out, log, jobs
+        self.after_each = after_each
+        self.results: dict[int, dict[str, Any]] = {}
+        self.done: list[tuple[str, float]] = []  # (variant, wall seconds) of every finished job
+
+    def tag(self, i: int) -> str:
+        return f"[{i + 1}/{len(self.plan.jobs)}] {self.plan.jobs[i].name}"
+
+    def job_log(self, i: int) -> Log:
+        tag = self.tag(i)
+        return lambda message: self.log(f"{tag}: {message}")
+
+    def started(self, i: int, action: str) -> None:
+        remaining = [j.variant for k, j in enumerate(self.plan.jobs) if k not in self.results]
+        eta = eta_seconds(self.done, remaining)
+        eta = None if eta is None else eta / self.jobs
+        self.log(f"{self.tag(i)}: {action}" + (f"; {_eta_text(eta)}" if self.done else ""))
+
+    def finished(self, i: int, row: dict[str, Any]) -> None:
+        self.results[i] = row
+        tag = self.tag(i)
         if row["status"] == "done":
-            done.append((job.variant, float(row["wall_seconds"] or 0.0)))
+            self.done.append((self.plan.jobs[i].variant, float(row["wall_seconds"] or 0.0)))
             test = "" if row["test_auc"] is None else f", test auc {row['test_auc']:.4f}"
-            log(f"{tag}: valid auc {row['valid_auc']:.4f}{test} ({row['wall_seconds']:.0f}s)")
+            self.log(f"{tag}: valid auc {row['valid_auc']:.4f}{test} ({row['wall_seconds']:.0f}s)")
         else:
-            log(f"{tag}: FAILED: {row['error']} (see {out / 'runs' / job.name / 'error.log'})")
-        if after_each is not None:
-            after_each(rows)
-    return rows
+            error_log = self.out / "runs" / self.plan.jobs[i].name / "error.log"
+            self.log(f"{tag}: FAILED: {row['error']} (see {error_log})")
+        if self.after_each is not None:
+            self.after_each(self.rows())
 
-
-def _prefixed(log: Log, tag: str) -> Log:
-    return lambda message: log(f"{tag}: {message}")
+    def rows(self) -> list[dict[str, Any]]:
+        return [self.results[i] for i in sorted(self.results)]
 
 
 def run_job(job: Job, exp: ExperimentData, run_dir: Path, *, log: Log) -> dict[str, Any]:
@@ -181,7 +229,8 @@ def _results(
     return row
 
 
-def _action(run_dir: Path) -> str:
+def action_of(run_dir: Path) -> str:
+    """What running the job in ``run_dir`` will do, as a progress line says it."""
     run = ckpt.RunDir(run_dir)
     if run.finished():
         has_result = (run_dir / "result.json").exists()
