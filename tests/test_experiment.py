@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing as mp
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmctr.cli import experiment as experiment_cli
+from mmctr.cli.main import main
 from mmctr.config import Config, load_config
 from mmctr.errors import ConfigError
 from mmctr.experiments import ablation_plan, run_experiment, sweep_plan
@@ -276,3 +281,35 @@ def test_parallel_jobs_give_the_serial_results_and_resume(
     assert not any("runs at a time" in line for line in lines)  # nothing left to train
     with pytest.raises(ConfigError, match="--jobs must be >= 1"):
         run_experiment(plan, tiny_data_master, tmp_path / "par", log=quiet, jobs=0)
+
+
+def test_sigterm_ends_a_parallel_experiment_and_its_workers_and_it_resumes(
+    tiny_data_master: Path,
+    tiny_config_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    real_started = runner_module.Progress.started
+
+    def started_then_killed(self: runner_module.Progress, i: int, action: str) -> None:
+        real_started(self, i, action)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(runner_module.Progress, "started", started_then_killed)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "exp"
+    args = ["experiment", "ablation", "--data", tiny_data_master, "--config", tiny_config_file]
+    args += ["--out", out, "--variants", "full,no-transformer", "--quick", "--jobs", "2"]
+    assert main([str(a) for a in args]) == 1
+    assert "mmctr: interrupted" in capsys.readouterr().err
+    assert not list(out.glob("runs/*/result.json")), "the workers were to stop mid-run"
+    assert signal.getsignal(signal.SIGTERM) == before
+    for _ in range(100):  # terminated workers are reaped within moments
+        if not mp.active_children():
+            break
+        time.sleep(0.1)
+    assert mp.active_children() == []
+    monkeypatch.setattr(runner_module.Progress, "started", real_started)
+    assert main([str(a) for a in args]) == 0
+    assert [r["status"] for r in read_csv(out / "results.csv")] == ["done", "done"]

@@ -6,7 +6,9 @@ Exit codes: 0 success, 2 bad input or usage, 1 anything else.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 
@@ -90,9 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()
+    # `kill` (SIGTERM) stops a run like Ctrl-C: cleanly, ending the worker processes of
+    # `experiment --jobs`, with its checkpoints left to resume from. It is also the way to stop
+    # a run started in the background, which ignores SIGINT. Restored on return, for callers.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         code: int = args.func(args)
         return code
@@ -109,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print(f"mmctr: failed: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -99,9 +99,13 @@ def _raise_if_a_worker_failed(futures: list[Future[None]], progress: Progress) -
 
 def _stop(pool: ProcessPoolExecutor) -> None:
     """Cancel what has not started and end the workers now; their runs resume later."""
+    # no public API for this on 3.11; read before shutdown(), which forgets the processes
+    processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
-    for process in list(getattr(pool, "_processes", {}).values()):  # no public API on 3.11
+    for process in processes:
         process.terminate()
+    for process in processes:
+        process.join(timeout=10)
 
 
 def _start_worker(plan: Plan, data_dir: str, out: str, messages: Any, threads: int) -> None:
