@@ -179,7 +179,8 @@ def test_sweep_of_two_values_and_bad_values_up_front(
     ]
     saved = json.loads((out / "runs" / "first_k=4-seed0" / "config.json").read_text())
     assert saved["model"]["first_k"] == 4 and saved["train"]["epochs"] == 1
-    assert "Sweep of `model.first_k`" in (out / "results.md").read_text()
+    table = (out / "results.md").read_text()
+    assert "Sweep of `model.first_k`" in table and "in sweep order" in table
     assert (out / "sweep.png").read_bytes().startswith(PNG_MAGIC)
 
 
@@ -248,6 +249,8 @@ def test_summary_is_mean_and_sample_std_sorted_by_valid_auc() -> None:
     assert summaries[1].std["valid_auc"] == pytest.approx(0.0707107, rel=1e-5)
     text = markdown(plan, summaries)
     assert "| `a` | 2 | 0.7500 ± 0.0707 |" in text and "| `b` | 1 (1 failed) | 0.9000 |" in text
+    sweep = Plan("sweep", (), {"a": "k=1", "b": "k=2"}, param="model.first_k")
+    assert [s.variant for s in summarise(sweep, rows)] == ["a", "b"]  # value order, not AUC
 
 
 def test_time_left_comes_from_finished_runs() -> None:

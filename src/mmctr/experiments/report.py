@@ -39,7 +39,8 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 
 def summarise(plan: Plan, rows: list[dict[str, Any]]) -> list[Summary]:
-    """Mean ± std per variant, best valid AUC first; variants without a finished run last."""
+    """Mean ± std per variant: an ablation's best valid AUC first (variants without a finished
+    run last), a sweep's in the order of its values."""
     out = []
     for variant in plan.descriptions:
         mine = [r for r in rows if r["variant"] == variant]
@@ -54,6 +55,8 @@ def summarise(plan: Plan, rows: list[dict[str, Any]]) -> list[Summary]:
                 spread = sum((v - mean[key]) ** 2 for v in values) / max(len(values) - 1, 1)
                 std[key] = math.sqrt(spread)
         out.append(Summary(variant, mine[0]["value"], len(ok), len(mine) - len(ok), mean, std))
+    if plan.kind == "sweep":
+        return out
     return sorted(out, key=lambda s: -s.mean.get("valid_auc", -math.inf))
 
 
@@ -66,7 +69,7 @@ def _cell(s: Summary, key: str, digits: int) -> str:
 
 
 def markdown(plan: Plan, summaries: list[Summary]) -> str:
-    """A table of mean ± std over seeds per variant, best valid AUC first, and a legend."""
+    """A table of mean ± std over seeds per variant, in ``summaries``' order, and a legend."""
     has_test = any("test_auc" in s.mean for s in summaries)
     columns = [("valid AUC", "valid_auc", 4), ("valid logloss", "valid_logloss", 4)]
     columns.append(("valid gAUC", "valid_gauc", 4))
@@ -79,7 +82,8 @@ def markdown(plan: Plan, summaries: list[Summary]) -> str:
     lines = [
         f"# {title}",
         "",
-        "Mean ± sample std over seeds, sorted by valid AUC (best first).",
+        "Mean ± sample std over seeds, "
+        + ("sorted by valid AUC (best first)." if plan.kind == "ablation" else "in sweep order."),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join([" --- "] + [" ---: "] * (len(head) - 1)) + "|",
