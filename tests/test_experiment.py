@@ -261,7 +261,7 @@ def test_time_left_comes_from_finished_runs() -> None:
 
 
 def test_parallel_jobs_give_the_serial_results_and_resume(
-    tiny_data_master: Path, tiny_config: Config, tmp_path: Path
+    tiny_data_master: Path, tiny_config: Config, tiny_config_file: Path, tmp_path: Path
 ) -> None:
     config = tiny_config.with_overrides(["train.num_threads=1"])  # same threads, same numbers
     plan = ablation_plan(config, None, variants=["full", "no-transformer", "no-dcn"], quick=True)
@@ -283,7 +283,9 @@ def test_parallel_jobs_give_the_serial_results_and_resume(
     assert sum("finished earlier, read back" in line for line in lines) == 3
     assert not any("runs at a time" in line for line in lines)  # nothing left to train
     with pytest.raises(ConfigError, match="--jobs must be >= 1"):
-        run_experiment(plan, tiny_data_master, tmp_path / "par", log=quiet, jobs=0)
+        cli("experiment", "ablation", "--data", tiny_data_master, "--config", tiny_config_file,
+            "--out", tmp_path / "zero", "--jobs", "0")  # fmt: skip
+    assert not (tmp_path / "zero").exists()
 
 
 def test_sigterm_ends_a_parallel_experiment_and_its_workers_and_it_resumes(

@@ -86,8 +86,6 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def _run(plan: Plan, args: argparse.Namespace) -> int:
-    if args.jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     log = file_log(args.out)
     result: ExperimentResult = run_experiment(plan, args.data, args.out, log=log, jobs=args.jobs)
     files = [args.out / "results.csv", args.out / "results.md"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmctr.atomic import write_json
+from mmctr.errors import ConfigError
 from mmctr.experiments.plan import Plan
 from mmctr.experiments.plots import bar_chart, line_plot
 from mmctr.experiments.report import Summary, write_tables
@@ -35,11 +36,11 @@ class ExperimentResult:
 
 
 def file_log(out: Path, echo: Log = print) -> Log:
-    """Print a line and append it, timestamped, to OUT/experiment.log."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Print a line and append it, timestamped, to OUT/experiment.log (OUT made on first use)."""
 
     def log(message: str) -> None:
         echo(message)
+        out.mkdir(parents=True, exist_ok=True)
         with open(out / "experiment.log", "a") as fh:
             fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
@@ -61,6 +62,8 @@ def run_experiment(
     plan: Plan, data_dir: str | Path, out: str | Path, *, log: Log = print, jobs: int = 1
 ) -> ExperimentResult:
     """Run ``plan`` on the data in ``data_dir`` into ``out``, ``jobs`` runs at a time."""
+    if jobs < 1:  # before the data is read
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     out = Path(out)
     t0 = time.perf_counter()
     exp = load_experiment_data(plan, data_dir)

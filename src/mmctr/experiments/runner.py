@@ -110,8 +110,6 @@ def run_plan(
     data from ``data_dir`` (parallel.py); otherwise they run one after another in this one.
     """
     check_runs(plan, out, exp.data.schema.fingerprint)
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     unfinished = [j for j in plan.jobs if not (out / "runs" / j.name / "result.json").exists()]
     jobs = min(jobs, len(unfinished))  # runs read back need no worker
     progress = Progress(plan, out, log, jobs=max(jobs, 1), after_each=after_each)
