@@ -21,7 +21,16 @@ from mmctr.errors import ConfigError
 from mmctr.experiments.plan import Plan
 from mmctr.experiments.plots import bar_chart, line_plot
 from mmctr.experiments.report import Summary, write_tables
-from mmctr.experiments.runner import Log, format_duration, load_experiment_data, run_plan
+from mmctr.experiments.runner import (
+    Log,
+    Progress,
+    check_runs,
+    format_duration,
+    load_experiment_data,
+    run_serial,
+    unfinished_jobs,
+)
+from mmctr.runtime import release_freed_memory
 
 
 @dataclass(frozen=True)
@@ -72,16 +81,22 @@ def run_experiment(
         f"{plan.kind}: {len(plan.jobs)} runs of {len(plan.descriptions)} variants on {data_dir} "
         f"({len(exp.data['train']):,} train rows, {test_note}); writing to {out}"
     )
+    check_runs(plan, out, exp.data.schema.fingerprint)
+    jobs = max(1, min(jobs, len(unfinished_jobs(plan, out))))  # runs read back need no worker
     write_plan(plan, out)
-    rows = run_plan(
-        plan,
-        exp,
-        out,
-        log=log,
-        after_each=lambda rs: write_tables(plan, rs, out),
-        jobs=jobs,
-        data_dir=data_dir,
+    progress = Progress(
+        plan, out, log, jobs=jobs, after_each=lambda rs: write_tables(plan, rs, out)
     )
+    if jobs > 1:
+        # the workers read their own copies: this process read the data only to check it
+        del exp
+        release_freed_memory()
+        from mmctr.experiments.parallel import run_parallel  # spawns processes: only when asked
+
+        run_parallel(plan, data_dir, out, progress)
+    else:
+        run_serial(plan, exp, out, progress)
+    rows = progress.rows()
     summaries = write_tables(plan, rows, out)
     figure = None
     if any(r["status"] == "done" for r in rows):

@@ -94,37 +94,17 @@ def check_runs(plan: Plan, out: Path, fingerprint: str) -> None:
             raise ConfigError(f"{run.root} was trained on other data; use another --out")
 
 
-def run_plan(
-    plan: Plan,
-    exp: ExperimentData,
-    out: Path,
-    *,
-    log: Log = print,
-    after_each: Callable[[list[dict[str, Any]]], object] | None = None,
-    jobs: int = 1,
-    data_dir: str | Path | None = None,
-) -> list[dict[str, Any]]:
-    """Run (or read back) every job; returns one row per job, in plan order.
+def unfinished_jobs(plan: Plan, out: Path) -> list[Job]:
+    """The jobs without a result.json yet: the ones that still need training or evaluating."""
+    return [j for j in plan.jobs if not (out / "runs" / j.name / "result.json").exists()]
 
-    With ``jobs`` > 1 that many runs train at once, each in its own process that reads the
-    data from ``data_dir`` (parallel.py); otherwise they run one after another in this one.
-    """
-    check_runs(plan, out, exp.data.schema.fingerprint)
-    unfinished = [j for j in plan.jobs if not (out / "runs" / j.name / "result.json").exists()]
-    jobs = min(jobs, len(unfinished))  # runs read back need no worker
-    progress = Progress(plan, out, log, jobs=max(jobs, 1), after_each=after_each)
-    if jobs > 1:
-        if data_dir is None:
-            raise ValueError("run_plan: jobs > 1 needs the data_dir its workers read")
-        from mmctr.experiments.parallel import run_parallel  # spawns processes: only when asked
 
-        run_parallel(plan, data_dir, out, progress)
-        return progress.rows()
+def run_serial(plan: Plan, exp: ExperimentData, out: Path, progress: Progress) -> None:
+    """Run (or read back) every job of ``plan`` in this process, one after another."""
     for i, job in enumerate(plan.jobs):
         run_dir = out / "runs" / job.name
         progress.started(i, action_of(run_dir))
         progress.finished(i, run_job(job, exp, run_dir, log=progress.job_log(i)))
-    return progress.rows()
 
 
 class Progress:
