@@ -9,16 +9,18 @@ import pytest
 
 from mmctr.runtime import OPT_OUT, keep_freed_memory, release_freed_memory
 
+glibc_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or ctypes.util.find_library("c") != "libc.so.6",
+    reason="glibc only",
+)
+
 
 def test_opt_out_leaves_malloc_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(OPT_OUT, "1")
     assert keep_freed_memory() is False
 
 
-@pytest.mark.skipif(
-    not sys.platform.startswith("linux") or ctypes.util.find_library("c") != "libc.so.6",
-    reason="glibc only",
-)
+@glibc_only
 def test_applies_on_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(OPT_OUT, raising=False)
     assert keep_freed_memory() is True
@@ -30,10 +32,7 @@ def _rss_mb() -> float:
     return int(kb) / 1024
 
 
-@pytest.mark.skipif(
-    not sys.platform.startswith("linux") or ctypes.util.find_library("c") != "libc.so.6",
-    reason="glibc only",
-)
+@glibc_only
 def test_release_hands_kept_memory_back(monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
 
