@@ -29,6 +29,8 @@ from mmctr.training import loop
 
 Log = Callable[[str], None]
 
+RESULT_FILE = "result.json"  # a job's row of results.csv, in its run folder, once evaluated
+
 METRICS = ("auc", "logloss", "gauc")
 METRIC_COLUMNS = tuple(f"{split}_{m}" for split in ("valid", "test") for m in METRICS)
 COLUMNS = (
@@ -96,7 +98,7 @@ def check_runs(plan: Plan, out: Path, fingerprint: str) -> None:
 
 def unfinished_jobs(plan: Plan, out: Path) -> list[Job]:
     """The jobs without a result.json yet: the ones that still need training or evaluating."""
-    return [j for j in plan.jobs if not (out / "runs" / j.name / "result.json").exists()]
+    return [j for j in plan.jobs if not (out / "runs" / j.name / RESULT_FILE).exists()]
 
 
 def run_serial(plan: Plan, exp: ExperimentData, out: Path, progress: Progress) -> None:
@@ -156,7 +158,7 @@ class Progress:
 
 def run_job(job: Job, exp: ExperimentData, run_dir: Path, *, log: Log) -> dict[str, Any]:
     run = ckpt.RunDir(run_dir)
-    result_file = run_dir / "result.json"
+    result_file = run_dir / RESULT_FILE
     if run.finished() and result_file.exists():
         saved: dict[str, Any] = json.loads(result_file.read_text())
         return saved
@@ -211,7 +213,7 @@ def action_of(run_dir: Path) -> str:
     """What running the job in ``run_dir`` will do, as a progress line says it."""
     run = ckpt.RunDir(run_dir)
     if run.finished():
-        has_result = (run_dir / "result.json").exists()
+        has_result = (run_dir / RESULT_FILE).exists()
         return "finished earlier, read back" if has_result else "trained earlier, evaluating"
     return "resuming from its checkpoint" if run.has_run() else "training"
 
