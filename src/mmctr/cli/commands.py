@@ -33,6 +33,29 @@ def synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def sample(args: argparse.Namespace) -> int:
+    from mmctr.data.sample import sample_dataset
+
+    t0 = time.perf_counter()
+    info = sample_dataset(
+        args.data_dir,
+        args.out_dir,
+        train_fraction=args.train_fraction,
+        valid_users=args.valid_users,
+        seed=args.seed,
+        overwrite=args.force,
+    )
+    rows, source, groups = info["rows"], info["source_rows"], info["train_groups"]
+    print(
+        f"wrote sample of {args.data_dir} to {args.out_dir}: train {rows['train']:,} of "
+        f"{source['train']:,} rows ({groups['kept']:,} of {groups['total']:,} groups), valid "
+        f"{rows['valid']:,} of {source['valid']:,} rows ({info['valid_users']:,} of "
+        f"{info['valid_users_total']:,} users), test {rows['test']:,} rows "
+        f"({info['shared_files']['test.parquet']}) in {time.perf_counter() - t0:.1f}s"
+    )
+    return 0
+
+
 def _train_config(args: argparse.Namespace, run: ckpt.RunDir) -> Config:
     saved = Config.from_dict(json.loads(run.config.read_text())) if run.config.exists() else None
     if args.config is None:

@@ -39,6 +39,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=commands.synth)
 
+    p = sub.add_parser("sample", help="write a smaller data set in the same layout, seeded")
+    p.add_argument(
+        "data_dir", metavar="DATA", help="data directory in the challenge layout to sample from"
+    )
+    p.add_argument("out_dir", metavar="OUT", help="directory to write the sample into")
+    p.add_argument(
+        "--train-fraction",
+        type=float,
+        required=True,
+        metavar="F",
+        help="share of train groups (a positive and its negatives) to keep, in (0, 1]",
+    )
+    p.add_argument(
+        "--valid-users",
+        type=int,
+        required=True,
+        metavar="N",
+        help="valid users to keep, with all their rows",
+    )
+    p.add_argument("--seed", type=int, required=True, metavar="S", help="seed of both draws")
+    p.add_argument("--force", action="store_true", help="replace a data set in OUT")
+    p.set_defaults(func=commands.sample)
+
     p = sub.add_parser("train", help="train a model; writes a run directory")
     p.add_argument("--data", required=True, help="data directory in the challenge layout")
     p.add_argument("--config", help="TOML preset, e.g. configs/cpu.toml (optional with --resume)")
