@@ -46,7 +46,11 @@ class CTRModel(nn.Module):
             tags_per_item=dims.tags_per_item,
             emb_dim=dims.emb_dim,
         )
-        self.context = ContextEncoder(vocab_sizes=dims.context_vocab_sizes, dim=cfg.context_dim)
+        self.context = ContextEncoder(
+            vocab_sizes=dims.context_vocab_sizes,
+            dim=cfg.context_dim,
+            zero_level_padding=cfg.context_padding,
+        )
 
     def forward(
         self, history: torch.Tensor, target: torch.Tensor, context: torch.Tensor

@@ -20,6 +20,7 @@ class ModelConfig:
     use_multimodal: bool = True  # include the frozen multimodal embedding at all
     mm_projection: Projection = "linear"  # "none" feeds the raw frozen vector
     context_dim: int = 64  # embedding width of each context field
+    context_padding: bool = True  # context value 0 embeds to a fixed zero vector (the release's)
     # sequence module: Transformer over history items, each concatenated with the target
     use_sequence: bool = True
     target_concat: bool = True

@@ -72,12 +72,19 @@ class ItemEncoder(nn.Module):
 class ContextEncoder(nn.Module):
     """One embedding per categorical context field, concatenated.
 
+    With ``zero_level_padding`` the value 0 of every field embeds to a fixed zero vector that
+    is never trained, as in the release: FuxiCTR gives every categorical field
+    ``padding_idx = 0``, context levels included (docs/fidelity.md measures what it changes).
+
     Shape: (B, F) int -> (B, F * context_dim).
     """
 
-    def __init__(self, *, vocab_sizes: tuple[int, ...], dim: int) -> None:
+    def __init__(
+        self, *, vocab_sizes: tuple[int, ...], dim: int, zero_level_padding: bool = True
+    ) -> None:
         super().__init__()
-        self.fields = nn.ModuleList(nn.Embedding(v, dim) for v in vocab_sizes)
+        padding = 0 if zero_level_padding else None
+        self.fields = nn.ModuleList(nn.Embedding(v, dim, padding_idx=padding) for v in vocab_sizes)
         self.out_dim = dim * len(vocab_sizes)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:

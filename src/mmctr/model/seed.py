@@ -13,7 +13,7 @@ from torch import nn
 from mmctr.model.base import CTRModel, DataDims
 from mmctr.model.config import ModelConfig
 from mmctr.model.layers import MLP, CrossNetwork
-from mmctr.model.sequence import TargetAwareTransformer, trim_history
+from mmctr.model.sequence import EncoderLayer, TargetAwareTransformer, trim_history
 
 __all__ = ["DataDims", "SeedCTR", "reset_parameters"]
 
@@ -89,7 +89,8 @@ class SeedCTR(CTRModel):
 
 
 def reset_parameters(model: nn.Module) -> None:
-    """The release's init: embeddings N(0, 1e-4) with a zero padding row; Linear Xavier-normal."""
+    """The release's init: embeddings N(0, 1e-4) with a zero padding row; Linear Xavier-normal,
+    zero bias; the attention's projections as ``nn.MultiheadAttention`` initialises them."""
     for module in model.modules():
         if isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=1e-4)
@@ -100,3 +101,6 @@ def reset_parameters(model: nn.Module) -> None:
             nn.init.xavier_normal_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+    for module in model.modules():
+        if isinstance(module, EncoderLayer):
+            module.reset_attention()

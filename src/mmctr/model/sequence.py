@@ -37,6 +37,19 @@ class EncoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
 
+    def reset_attention(self) -> None:
+        """Initialise the attention as ``nn.MultiheadAttention`` does, which the release used.
+
+        In-projection Xavier-uniform, out-projection PyTorch's default Linear init (Kaiming-
+        uniform, a = sqrt(5): std 1/sqrt(3 d_model)), both biases zero. FuxiCTR's Xavier-normal
+        pass skips these two (their types are not exactly ``nn.Linear``), so in the release they
+        keep this init; Xavier-normal would start the out-projection sqrt(3) times larger.
+        """
+        nn.init.xavier_uniform_(self.qkv.weight)
+        nn.init.zeros_(self.qkv.bias)
+        nn.init.kaiming_uniform_(self.attn_out.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.attn_out.bias)
+
     def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
         a = self._attention(self.qkv(x), attend)  # (B, L, D)
         return self._residual_blocks(x, a)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mmctr.config import Config
-from mmctr.data import DataSchema, Dataset, ItemTable, Split, iter_batches, num_batches
+from mmctr.data import Batch, DataSchema, Dataset, ItemTable, Split, iter_batches, num_batches
 from mmctr.errors import CheckpointError, ConfigError
 from mmctr.model.base import CTRModel
 from mmctr.training import checkpoint as ckpt
@@ -258,17 +258,8 @@ def _train_epoch(
     total = torch.zeros((), device=device)
     count, step = 0, 0
     for step, batch in enumerate(bar):
-        batch = batch.to(device)
-        assert batch.labels is not None
-        with autocast(device, tc.precision):
-            logits = model(batch.history, batch.target, batch.context)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        total += loss.detach() * len(batch)
+        loss = train_step(model, optimizer, batch.to(device), tc)
+        total += loss * len(batch)
         count += len(batch)
         if step % 50 == 0:
             _check_finite(float(total), epoch, step)
@@ -276,6 +267,26 @@ def _train_epoch(
     mean = float(total) / max(count, 1)
     _check_finite(mean, epoch, step)
     return mean
+
+
+def train_step(
+    model: CTRModel, optimizer: torch.optim.Optimizer, batch: Batch, tc: TrainConfig
+) -> torch.Tensor:
+    """One update: forward, binary cross-entropy, backward, clip, Adam. Returns the loss.
+
+    The batch must be on the model's device; the loss is detached and stays there.
+    """
+    assert batch.labels is not None
+    with autocast(model_device(model), tc.precision):
+        logits = model(batch.history, batch.target, batch.context)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32 loss
+    loss = F.binary_cross_entropy_with_logits(logits, batch.labels.to(logits.dtype))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if tc.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+    optimizer.step()
+    return loss.detach()
 
 
 def _check_finite(value: float, epoch: int, step: int) -> None:
