@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmctr.data.config import DataConfig
-from mmctr.data.convert.write import place
+from mmctr.data.convert.write import check_target, place
 from mmctr.data.layout import META_FILE, OUTPUT_FILES
 from mmctr.data.reader import check_not_null, check_type, open_parquet
 from mmctr.errors import ConfigError, DataError
@@ -120,16 +120,9 @@ def _check_options(train_fraction: float, valid_users: int) -> None:
 
 
 def _check_target(data: Path, out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out} is a file; give a folder for the sample")
     if out.resolve() == data.resolve():
         raise DataError(f"{out} is the source folder; write the sample into another folder")
-    found = [name for name in (*OUTPUT_FILES, META_FILE) if (out / name).exists()]
-    if found and not force:
-        raise DataError(
-            f"{out} already holds a data set ({', '.join(found)}); pass --force to replace it "
-            "or choose another folder"
-        )
+    check_target(out, (*OUTPUT_FILES, META_FILE), force, flag="OUT")
 
 
 def _open_inputs(data: Path, cfg: DataConfig) -> dict[str, pq.ParquetFile]:

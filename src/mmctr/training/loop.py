@@ -277,7 +277,7 @@ def train_step(
     The batch must be on the model's device; the loss is detached and stays there.
     """
     assert batch.labels is not None
-    with autocast(model_device(model), tc.precision):
+    with autocast(batch.history.device, tc.precision):
         logits = model(batch.history, batch.target, batch.context)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32 loss
     loss = F.binary_cross_entropy_with_logits(logits, batch.labels.to(logits.dtype))

@@ -150,15 +150,15 @@ def write_tag_vocab(out: Path, vocab: TagVocab) -> None:
     pq.write_table(table, out / "tag_vocab.parquet", compression="zstd")
 
 
-def check_target(out: Path, names: tuple[str, ...], force: bool) -> None:
-    """Refuse to write over an existing data set unless ``force``."""
+def check_target(out: Path, names: tuple[str, ...], force: bool, *, flag: str = "--out") -> None:
+    """Refuse to replace a data set in ``out`` unless ``force``; ``flag`` names it in messages."""
     if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is a file; give a folder for the data set")
+        raise DataError(f"{flag} {out} is a file; give a folder for the data set")
     found = [name for name in names if (out / name).exists()]
     if found and not force:
         raise DataError(
             f"{out} already holds a data set ({', '.join(found)}); pass --force to replace it "
-            "or choose another --out"
+            f"or choose another {flag}"
         )
 
 
