@@ -14,7 +14,7 @@ from mmctr.config import Config, load_config
 from mmctr.data import load_dataset
 from mmctr.model import DIN, DataDims, ModelConfig, build_model, macs_per_sample, parameter_counts
 from mmctr.training import checkpoint as ckpt
-from mmctr.training import loop
+from mmctr.training import inference, loop
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DIMS = DataDims(
@@ -144,10 +144,10 @@ def test_trains_through_fit_and_reloads_to_the_same_predictions(
     model = build_model(config.model, ckpt.dims_of(data.schema))
     result = loop.fit(model, data, config, tmp_path / "run", progress=False, log=lambda _: None)
     assert result.epochs_run == 1 and np.isfinite(result.best_valid["auc"])
-    expected = loop.predict_probs(model, data["valid"], 512)
+    expected = inference.predict_probs(model, data["valid"], 512)
     trained = ckpt.load_trained(tmp_path / "run")
     assert isinstance(trained.model, DIN)
-    loop.attach_items(trained.model, data.items)
-    probs = loop.predict_probs(trained.model, data["valid"], 97)
+    inference.attach_items(trained.model, data.items)
+    probs = inference.predict_probs(trained.model, data["valid"], 97)
     assert np.allclose(probs, expected, atol=1e-6)
-    assert loop.evaluate(trained.model, data["valid"], 512) == pytest.approx(result.best_valid)
+    assert inference.evaluate(trained.model, data["valid"], 512) == pytest.approx(result.best_valid)

@@ -17,7 +17,8 @@ from mmctr.errors import ConfigError
 from mmctr.model import SeedCTR, build_model
 from mmctr.model.attention_maps import capture_attention
 from mmctr.training import checkpoint as ckpt
-from mmctr.training.loop import attach_items, fit
+from mmctr.training.inference import attach_items
+from mmctr.training.loop import fit
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -51,7 +52,7 @@ def test_capture_keeps_outputs_and_attends_to_real_items_only(
     assert isinstance(model, SeedCTR)
     attach_items(model, data.items)
     model.eval()
-    batch = make_batch(data["valid"], slice(0, 64), trained.config.model.max_len)
+    batch = make_batch(data["valid"], slice(0, 64))
     with torch.inference_mode():
         plain = model(batch.history, batch.target, batch.context)
         with capture_attention(model) as recorder:
@@ -60,7 +61,8 @@ def test_capture_keeps_outputs_and_attends_to_real_items_only(
     assert model.cfg == trained.config.model, "the config is restored after capture"
     attention = recorder.stacked()  # (B, layers, H, L, L)
     assert attention.shape == (64, 2, 1, 12, 12)
-    real = batch.history.ne(0)[:, None, None, None, :].expand_as(attention)
+    window = batch.history[:, -trained.config.model.max_len :]  # the 12 positions it reads
+    real = window.ne(0)[:, None, None, None, :].expand_as(attention)
     assert torch.equal(attention[~real], torch.zeros_like(attention[~real]))
     assert torch.allclose(attention.sum(-1), torch.ones(attention.shape[:-1]), atol=1e-5)
 

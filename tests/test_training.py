@@ -15,8 +15,9 @@ from mmctr.data import load_dataset
 from mmctr.errors import CheckpointError, ConfigError
 from mmctr.model import SeedCTR
 from mmctr.training import checkpoint as ckpt
-from mmctr.training import loop
+from mmctr.training import inference, loop
 from mmctr.training.loop import FitResult, fit
+from mmctr.training.state import TrainState
 
 STABLE = ("epoch", "train_loss", "valid_auc", "valid_logloss", "valid_gauc", "lr", "improved")
 
@@ -47,6 +48,9 @@ def test_trains_and_writes_its_run_directory(
     saved = json.loads((run / "config.json").read_text())
     assert Config.from_dict(saved) == tiny_config.with_overrides(["train.epochs=3"])
     assert not list(run.glob(".*.tmp")), "no temporary files are left behind"
+    state = TrainState.from_dict(json.loads((run / "state.json").read_text()), source="state.json")
+    assert state.epoch == result.epochs_run and state.best_epoch == result.best_epoch
+    assert state.history == lines and state.best_auc == result.best_valid["auc"]
 
 
 def test_same_seed_same_run(tiny_data_master: Path, tiny_config: Config, tmp_path: Path) -> None:
@@ -143,12 +147,12 @@ def test_saved_model_predicts_like_the_trained_one(
     train(tiny_data_master, tiny_config, tmp_path / "run")
     trained = ckpt.load_trained(tmp_path / "run")
     data = load_dataset(tiny_data_master, trained.config.data, ("valid",), schema=trained.schema)
-    loop.attach_items(trained.model, data.items)
-    metrics = loop.evaluate(trained.model, data["valid"], 512)
+    inference.attach_items(trained.model, data.items)
+    metrics = inference.evaluate(trained.model, data["valid"], 512)
     best = json.loads((tmp_path / "run" / "summary.json").read_text())["best_valid"]
     assert metrics == pytest.approx(best, rel=1e-6)
-    probs = loop.predict_probs(trained.model, data["valid"], 97)
-    assert np.allclose(probs, loop.predict_probs(trained.model, data["valid"], 512), atol=1e-6)
+    probs = inference.predict_probs(trained.model, data["valid"], 97)
+    assert np.allclose(probs, inference.predict_probs(trained.model, data["valid"], 512), atol=1e-6)
 
 
 def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
@@ -171,10 +175,29 @@ def test_bf16_autocast_trains_on_cpu(
 
 
 def test_device_choice_is_checked() -> None:
-    assert loop.resolve_device("cpu").type == "cpu"
-    assert loop.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert inference.resolve_device("cpu").type == "cpu"
+    assert inference.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="sees no CUDA GPU"):
-            loop.resolve_device("cuda")
+            inference.resolve_device("cuda")
     with pytest.raises(ConfigError, match=r"train\.device must be"):
         Config().with_overrides(["train.device=tpu"])
+
+
+def test_runs_saved_with_counters_still_resume(
+    tiny_data_master: Path, tiny_config: Config, tmp_path: Path
+) -> None:
+    """state.pt of runs before TrainState kept the same fields as a ``counters`` dict."""
+    config = tiny_config.with_overrides(["train.epochs=2", "train.patience=2"])
+    whole = train(tiny_data_master, config, tmp_path / "whole")
+    run = ckpt.RunDir(tmp_path / "old")
+    train(tiny_data_master, config.with_overrides(["train.epochs=1"]), run.root)
+    saved = ckpt.load(run.state)
+    saved["counters"] = saved.pop("train_state")
+    ckpt.save(saved, run.state)
+    run.summary.unlink()
+    ckpt.write_config(run, config)
+    resumed = train(tiny_data_master, config, run.root, resume=True)
+    assert stable(resumed.history) == stable(whole.history)
+    with pytest.raises(CheckpointError, match="training state lacks bad_epochs, best_auc"):
+        TrainState.from_dict({"epoch": 1}, source="x")

@@ -18,7 +18,8 @@ from mmctr.config import load_config
 from mmctr.data import load_dataset, make_batch
 from mmctr.model import build_model
 from mmctr.training import checkpoint as ckpt
-from mmctr.training.loop import attach_items, make_optimizer, train_step
+from mmctr.training.inference import attach_items
+from mmctr.training.loop import make_optimizer, train_step
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "release-small.toml")
 
@@ -48,7 +49,7 @@ def main() -> None:
     bs, losses = cfg.train.batch_size, []
     for step in range(a.steps):
         start = (step * bs) % (len(split) - bs)
-        batch = make_batch(split, order[start : start + bs], cfg.model.max_len)
+        batch = make_batch(split, order[start : start + bs])
         batch = type(batch)(batch.history, batch.target, batch.context, batch.labels.to(dtype))
         lf = float(train_step(fast, opt_f, batch, cfg.train))
         lp = float(train_step(plain, opt_p, batch, cfg.train))

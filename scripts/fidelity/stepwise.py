@@ -20,7 +20,8 @@ from mmctr.config import load_config
 from mmctr.data import load_dataset, make_batch
 from mmctr.model import build_model
 from mmctr.training import checkpoint as ckpt
-from mmctr.training.loop import attach_items, make_optimizer, train_step
+from mmctr.training.inference import attach_items
+from mmctr.training.loop import make_optimizer, train_step
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "release-small.toml")
 
@@ -100,7 +101,7 @@ def main() -> None:
         start = (step * a.batch) % (len(split) - a.batch)  # wraps round after one epoch
         rows = order[start : start + a.batch]
         rb = collate([rows_of[i] for i in rows])  # the release's own data path
-        mb = make_batch(split, rows, cfg.model.max_len)  # mmctr's
+        mb = make_batch(split, rows)  # mmctr's
         items = rb[1]["item_id"].view(len(rows), -1)
         assert torch.equal(items[:, :-1], mb.history), f"step {step}: histories differ"
         assert torch.equal(items[:, -1], mb.target), f"step {step}: targets differ"

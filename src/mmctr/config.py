@@ -11,6 +11,7 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -20,6 +21,7 @@ from mmctr.model.config import ModelConfig
 from mmctr.training.config import TrainConfig
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+PRESET_PACKAGE = "mmctr.configs"  # src/mmctr/configs/*.toml; configs/ at the root links there
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,16 @@ class Config:
             parts[name] = _build(section_cls, name, values, source)
         return cls(**parts)
 
+    def diff(self, other: Config) -> list[str]:
+        """The keys whose values differ, as ``section.key: ours -> theirs`` lines."""
+        ours, theirs = self.to_dict(), other.to_dict()
+        return [
+            f"{section}.{key}: {value!r} -> {theirs[section][key]!r}"
+            for section in SECTIONS
+            for key, value in ours[section].items()
+            if theirs[section][key] != value
+        ]
+
     def with_overrides(self, overrides: list[str]) -> Config:
         """Apply ``section.key=value`` strings, each value parsed by the field's type."""
         raw = self.to_dict()
@@ -66,16 +78,40 @@ class Config:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a TOML preset; a missing file or any bad key or value raises ConfigError."""
-    path = Path(path)
+    """Read a TOML preset: a file, or the name of a preset shipped with mmctr (``paper``,
+    ``cpu``, ``din``, ...); a missing file or any bad key or value raises ConfigError."""
+    text, source = _preset_text(str(path))
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    config = Config.from_dict(raw, source=str(path))
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    config = Config.from_dict(raw, source=source)
     return config.with_overrides(overrides) if overrides else config
+
+
+def preset_names() -> list[str]:
+    """The presets shipped inside the package (package data, so an installed wheel has them)."""
+    return sorted(
+        entry.name.removesuffix(".toml")
+        for entry in resources.files(PRESET_PACKAGE).iterdir()
+        if entry.name.endswith(".toml")
+    )
+
+
+def _preset_text(name: str) -> tuple[str, str]:
+    """The TOML text of a file, else of the shipped preset of that name, and where it came from."""
+    path = Path(name)
+    if path.is_file():
+        return path.read_text(), str(path)
+    stem = name.removesuffix(".toml")
+    if "/" not in name and stem in preset_names():
+        preset = resources.files(PRESET_PACKAGE) / f"{stem}.toml"
+        return preset.read_text(), f"preset {stem}"
+    if path.is_dir():
+        raise ConfigError(f"config {name}: is a directory, not a TOML file")
+    raise ConfigError(
+        f"config file not found: {name} (a path, or a shipped preset: {', '.join(preset_names())})"
+    )
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from mmctr.data import load_dataset
 from mmctr.errors import ConfigError
 from mmctr.model import build_model, macs_per_sample, parameter_counts
 from mmctr.training import checkpoint as ckpt
-from mmctr.training.loop import attach_items, fit, predict_probs, resolve_device
+from mmctr.training.inference import attach_items, predict_probs, resolve_device
+from mmctr.training.loop import fit
 from mmctr.training.metrics import all_metrics
 from mmctr.training.submission import write_submission
 
@@ -64,15 +65,8 @@ def _train_config(args: argparse.Namespace, run: ckpt.RunDir) -> Config:
         return saved.with_overrides(args.overrides) if args.overrides else saved
     config = load_config(args.config, args.overrides)
     if saved is not None and args.resume and config != saved:
-        new, old = config.to_dict(), saved.to_dict()
-        diffs = [
-            f"{s}.{k}: {old[s][k]!r} -> {new[s][k]!r}"
-            for s in new
-            for k in new[s]
-            if new[s][k] != old[s].get(k)
-        ]
         raise ConfigError(
-            f"{run.root} was started with another config ({'; '.join(diffs)}); "
+            f"{run.root} was started with another config ({'; '.join(saved.diff(config))}); "
             "resume it without --config or train into a new --out"
         )
     return config

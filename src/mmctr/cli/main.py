@@ -64,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model; writes a run directory")
     p.add_argument("--data", required=True, help="data directory in the challenge layout")
-    p.add_argument("--config", help="TOML preset, e.g. configs/cpu.toml (optional with --resume)")
+    p.add_argument(
+        "--config",
+        help="TOML file, or a shipped preset: paper, cpu, din, release-small "
+        "(optional with --resume)",
+    )
     p.add_argument("--out", required=True, help="run directory to create")
     add_set_flag(p)
     p.add_argument(

@@ -29,9 +29,12 @@ class Batch:
         return Batch(move(self.history), move(self.target), move(self.context), labels)
 
 
-def make_batch(split: Split, rows: slice | np.ndarray, max_len: int) -> Batch:
-    """Rows of ``split`` as a Batch holding the last ``max_len`` history positions."""
-    history = split.history[rows, -max_len:]
+def make_batch(split: Split, rows: slice | np.ndarray) -> Batch:
+    """Rows of ``split`` as a Batch with their whole stored history.
+
+    The model decides which positions it reads (``CTRModel.window``); data never cuts them.
+    """
+    history = split.history[rows]
     labels = None if split.labels is None else torch.from_numpy(split.labels[rows])
     return Batch(
         history=torch.from_numpy(np.ascontiguousarray(history)).long(),
@@ -45,7 +48,6 @@ def iter_batches(
     split: Split,
     batch_size: int,
     *,
-    max_len: int,
     shuffle: bool = False,
     seed: int = 0,
     drop_last: bool = False,
@@ -57,7 +59,7 @@ def iter_batches(
     for start in range(0, stop, batch_size):
         end = min(start + batch_size, n)
         rows: slice | np.ndarray = slice(start, end) if order is None else order[start:end]
-        yield make_batch(split, rows, max_len)
+        yield make_batch(split, rows)
 
 
 def num_batches(split: Split, batch_size: int, *, drop_last: bool = False) -> int:

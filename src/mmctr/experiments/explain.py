@@ -14,17 +14,16 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mmctr.atomic import atomic_path, write_json
 from mmctr.data import Batch, DataSchema, ItemTable, load_dataset, make_batch
 from mmctr.errors import ConfigError
 from mmctr.model import DIN, SeedCTR, build_model
-from mmctr.model.attention_maps import capture_attention, din_weights
+from mmctr.model.attention_maps import capture_attention, din_weights, full_window
 from mmctr.model.config import MaskMode
 from mmctr.model.sequence import key_masks
 from mmctr.training import checkpoint as ckpt
-from mmctr.training.loop import attach_items
+from mmctr.training.inference import attach_items
 
 ARRAYS = {
     "rows": "(N,) row index in the split",
@@ -56,10 +55,8 @@ def _seed_maps(
 ) -> dict[str, torch.Tensor]:
     with torch.inference_mode(), capture_attention(model) as recorder:
         probs = torch.sigmoid(model(history, target, context))
+        window = model.window(history)  # the positions the maps are over
     attention = recorder.stacked()
-    window = history[:, -model.cfg.max_len :]
-    if window.shape[1] < attention.shape[-1]:  # the module left-pads to first_k positions
-        window = F.pad(window, (attention.shape[-1] - window.shape[1], 0))
     _, keep = key_masks(window.ne(0), model.cfg.mask)
     return {
         "probs": probs,
@@ -77,7 +74,8 @@ def _din_arrays(model: DIN, batch: Batch, arrays: dict[str, np.ndarray]) -> Pane
         probs = torch.sigmoid(model(batch.history, batch.target, batch.context))
         weights = din_weights(model, batch.history, batch.target)
     arrays.update(probs=probs.numpy(), weights=weights.numpy())
-    arrays["history"] = batch.history[:, -model.cfg.max_len :].numpy()
+    with full_window(model):
+        arrays["history"] = model.window(batch.history).numpy()
     return [("DIN attention-unit weight", "probs", arrays["weights"][:, None, :])]
 
 
@@ -132,7 +130,7 @@ def explain(
             f"rows of {split}"
         )
     index = np.arange(start, min(start + rows, len(table)))
-    batch = make_batch(table, index, cfg.model.max_len)
+    batch = make_batch(table, index)
     attach_items(model, data.items)
     model.eval()
     arrays: dict[str, np.ndarray] = {

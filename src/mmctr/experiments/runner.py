@@ -25,7 +25,7 @@ from mmctr.errors import ConfigError, DataError
 from mmctr.experiments.plan import Job, Plan
 from mmctr.model import CTRModel, build_model, parameter_counts
 from mmctr.training import checkpoint as ckpt
-from mmctr.training import loop
+from mmctr.training import inference, loop
 
 Log = Callable[[str], None]
 
@@ -81,15 +81,9 @@ def check_runs(plan: Plan, out: Path, fingerprint: str) -> None:
         if run.config.exists():
             saved = Config.from_dict(json.loads(run.config.read_text()), source=str(run.config))
             if saved != job.config:
-                old, new = saved.to_dict(), job.config.to_dict()
-                diffs = [
-                    f"{s}.{k}: {old[s].get(k)!r} -> {v!r}"
-                    for s in new
-                    for k, v in new[s].items()
-                    if old[s].get(k) != v
-                ]
+                diffs = saved.diff(job.config)[:4]
                 raise ConfigError(
-                    f"{run.root} was started with another config ({'; '.join(diffs[:4])}); "
+                    f"{run.root} was started with another config ({'; '.join(diffs)}); "
                     "use another --out, or delete that run to redo it"
                 )
         if run.finished() and ckpt.read_summary(run).get("fingerprint") != fingerprint:
@@ -185,7 +179,7 @@ def _trained(
     """The job's best model and its summary: trained, resumed or (if finished) loaded."""
     if run.finished():
         trained = ckpt.load_trained(run.root)
-        loop.attach_items(trained.model, data.items)
+        inference.attach_items(trained.model, data.items)
         return trained.model, ckpt.read_summary(run)
     torch.manual_seed(job.config.train.seed)
     model = build_model(job.config.model, ckpt.dims_of(data.schema))
@@ -198,7 +192,7 @@ def _results(
 ) -> dict[str, Any]:
     row: dict[str, Any] = {f"valid_{k}": summary["best_valid"][k] for k in METRICS}
     if exp.test is not None:
-        test = loop.evaluate(model, exp.test, batch_size)
+        test = inference.evaluate(model, exp.test, batch_size)
         row.update({f"test_{k}": test[k] for k in METRICS})
     row.update(
         best_epoch=summary["best_epoch"],

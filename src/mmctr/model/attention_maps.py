@@ -42,18 +42,28 @@ def capture_attention(model: SeedCTR) -> Iterator[AttentionRecorder]:
     """
     if model.sequence is None:
         raise ValueError("the model has no sequence module (model.use_sequence = false)")
-    saved = model.cfg
-    model.cfg = replace(saved, trim_padding=False, pack_tokens=False)
     recorder = AttentionRecorder(len(model.sequence.layers))
     handles = [
         layer.register_forward_pre_hook(lambda module, args, i=i: recorder.record(i, module, args))
         for i, layer in enumerate(model.sequence.layers)
     ]
     try:
-        yield recorder
+        with full_window(model):
+            yield recorder
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def full_window(model: SeedCTR | DIN) -> Iterator[None]:
+    """Switch off trimming and token packing (both exact) for the block, so that the model's
+    ``window`` and every layer see the padded (B, L) layout that attention maps describe."""
+    saved = model.cfg
+    model.cfg = replace(saved, trim_padding=False, pack_tokens=False)
+    try:
+        yield
+    finally:
         model.cfg = saved
 
 
@@ -63,6 +73,6 @@ def din_weights(model: DIN, history: torch.Tensor, target: torch.Tensor) -> torc
 
     Shape: history (B, L) ids, target (B,) ids -> (B, min(L, max_len)).
     """
-    window = history[:, -model.cfg.max_len :]
-    real = window.ne(0)
-    return model.attention.weights(model.items(window), model.items(target), real)
+    with full_window(model):
+        window = model.window(history)
+    return model.attention.weights(model.items(window), model.items(target), window.ne(0))

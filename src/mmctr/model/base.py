@@ -25,9 +25,10 @@ class DataDims:
 class CTRModel(nn.Module):
     """The interface that training, evaluation, prediction and checkpoints rely on.
 
-    A model keeps its config in ``cfg`` (the loop reads ``cfg.max_len`` to cut batches), owns an
-    ``ItemEncoder`` as ``items`` (the loop loads the data's item table into it) and maps int ids
-    to click logits; the loss lives in training.
+    A model keeps its config in ``cfg``, owns an ``ItemEncoder`` as ``items`` (the loop loads
+    the data's item table into it) and maps int ids to click logits; the loss lives in
+    training. It takes each row's whole stored history and owns the choice of which positions
+    it reads (``window``): nothing outside the model cuts histories.
 
     Shape: history (B, L), target (B,), context (B, F) int ids -> (B,) logits.
     """
@@ -51,6 +52,14 @@ class CTRModel(nn.Module):
             dim=cfg.context_dim,
             zero_level_padding=cfg.context_padding,
         )
+
+    def window(self, history: torch.Tensor) -> torch.Tensor:
+        """The history positions the model reads: here the last ``max_len``.
+
+        Shape: (B, L) ids, left-padded with 0 -> (B, L'). Subclasses may also drop columns that
+        are padding in every row, or pad up to a minimum width, where that is exact.
+        """
+        return history[:, -self.cfg.max_len :]
 
     def forward(
         self, history: torch.Tensor, target: torch.Tensor, context: torch.Tensor

@@ -109,7 +109,7 @@ class DIN(CTRModel):
 
     def window(self, history: torch.Tensor) -> torch.Tensor:
         """The history positions the model reads: the last max_len, less all-padding columns."""
-        history = history[:, -self.cfg.max_len :]
+        history = super().window(history)
         # padding gets weight 0 whatever it holds, so dropping it is exact
         return trim_history(history, 1) if self.cfg.trim_padding else history
 

@@ -57,16 +57,23 @@ class SeedCTR(CTRModel):
         self.x0_dim = x0_dim
         reset_parameters(self)
 
+    def window(self, history: torch.Tensor) -> torch.Tensor:
+        """The last ``max_len`` positions; under the correct mask less the leading columns that
+        are padding in every row (exact: padding is inert there); left-padded with id 0 to at
+        least ``first_k`` positions so that the last-k flatten has k of them."""
+        cfg = self.cfg
+        history = history[:, -cfg.max_len :]
+        if cfg.trim_padding and cfg.mask == "correct":
+            history = trim_history(history, cfg.first_k)
+        if history.shape[1] < cfg.first_k:
+            history = F.pad(history, (cfg.first_k - history.shape[1], 0))
+        return history
+
     def _interest(self, history: torch.Tensor, target_vec: torch.Tensor) -> torch.Tensor:
         assert self.sequence is not None
         cfg = self.cfg
-        history = history[:, -cfg.max_len :]
-        exact_skips = cfg.mask == "correct"  # padding is inert only under the correct mask
-        if cfg.trim_padding and exact_skips:
-            history = trim_history(history, cfg.first_k)
-        if cfg.pack_tokens and exact_skips:
-            if history.shape[1] < cfg.first_k:
-                history = F.pad(history, (cfg.first_k - history.shape[1], 0))
+        history = self.window(history)
+        if cfg.pack_tokens and cfg.mask == "correct":  # padding is inert only under this mask
             real = history.ne(0)
             packed = self.items(history[real])  # (N, Di): real items only, row-major
             return self.sequence.forward_packed(packed, target_vec, real)

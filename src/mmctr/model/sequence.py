@@ -162,10 +162,8 @@ class TargetAwareTransformer(nn.Module):
         self, history: torch.Tensor, target: torch.Tensor, real: torch.Tensor
     ) -> torch.Tensor:
         B, L, _ = history.shape
-        if self.first_k > L:  # left-pad so that the last-k flatten has k positions
-            history = F.pad(history, (0, 0, self.first_k - L, 0))
-            real = F.pad(real, (self.first_k - L, 0), value=False)
-            L = self.first_k
+        if L < self.first_k:  # the model's window pads ids up to first_k positions
+            raise ValueError(f"history length {L} is shorter than first_k {self.first_k}")
         x = history
         if self.target_concat:
             x = torch.cat([history, target.unsqueeze(1).expand(B, L, -1)], dim=-1)  # (B, L, D)

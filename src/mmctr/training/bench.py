@@ -28,7 +28,8 @@ from mmctr.model import CTRModel, build_model, macs_per_sample
 from mmctr.model.cost import reads_history
 from mmctr.training.checkpoint import dims_of
 from mmctr.training.config import TrainConfig
-from mmctr.training.loop import attach_items, make_optimizer
+from mmctr.training.inference import attach_items
+from mmctr.training.loop import make_optimizer
 
 
 def peak_rss_gb() -> float:
@@ -50,7 +51,7 @@ def useful_macs(model: CTRModel, batch: Batch) -> int:
     """Multiply-adds the batch needs if each row is computed at its real history length."""
     if not reads_history(model):
         return len(batch) * macs_per_sample(model, 0)["total"]
-    window = batch.history[:, -model.cfg.max_len :]
+    window = model.window(batch.history)
     lengths = window.ne(0).sum(1).numpy()
     values, counts = np.unique(lengths, return_counts=True)
     return int(
@@ -122,18 +123,15 @@ def bench(
     t0 = time.perf_counter()
     data = load_dataset(data_dir, config.data, ("train", "valid"))
     load_seconds = time.perf_counter() - t0
-    max_len = config.model.max_len
     train = list(
         islice(
-            iter_batches(
-                data["train"], config.train.batch_size, max_len=max_len, shuffle=True, seed=0
-            ),
+            iter_batches(data["train"], config.train.batch_size, shuffle=True, seed=0),
             warmup + batches,
         )
     )
     infer = list(
         islice(
-            cycle(iter_batches(data["train"], config.train.eval_batch_size, max_len=max_len)),
+            cycle(iter_batches(data["train"], config.train.eval_batch_size)),
             1 + max(2, batches // 4),
         )
     )

@@ -2,7 +2,8 @@
 
 RUN_DIR/
     config.json     the full config the run uses
-    state.pt        resume state after the last finished epoch: weights, optimizer, counters
+    state.pt        resume state after the last finished epoch: weights, optimizer, TrainState
+    state.json      the same TrainState as JSON (epoch, best, bad epochs, lr, history)
     model.pt        best weights so far, with config and data schema (what evaluate/predict use)
     metrics.jsonl   one JSON object per finished epoch
     summary.json    written when the run ends; its presence marks the run finished
@@ -23,6 +24,7 @@ from mmctr.data.schema import DataSchema
 from mmctr.errors import CheckpointError
 from mmctr.model.base import CTRModel, DataDims
 from mmctr.model.factory import build_model
+from mmctr.training.state import TrainState
 
 FORMAT_VERSION = 1
 
@@ -38,6 +40,10 @@ class RunDir:
     @property
     def state(self) -> Path:
         return self.root / "state.pt"
+
+    @property
+    def state_json(self) -> Path:
+        return self.root / "state.json"
 
     @property
     def model(self) -> Path:
@@ -73,6 +79,31 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not an mmctr checkpoint of format {FORMAT_VERSION}")
     return obj
+
+
+def save_state(
+    run: RunDir,
+    state: TrainState,
+    model: CTRModel,
+    optimizer: torch.optim.Optimizer,
+    schema: DataSchema,
+) -> None:
+    """What resuming needs after an epoch, in one atomic file; then the state alone as JSON."""
+    payload = {
+        "format": FORMAT_VERSION,
+        "schema": schema.to_dict(),
+        "weights": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "train_state": state.to_dict(),
+    }
+    save(payload, run.state)
+    write_json(run.state_json, state.to_dict())
+
+
+def train_state_of(saved: dict[str, Any], path: Path) -> TrainState:
+    """The TrainState of a loaded state.pt; runs saved before it had a name kept ``counters``."""
+    raw = saved.get("train_state", saved.get("counters"))
+    return TrainState.from_dict(raw, source=str(path))
 
 
 def dims_of(schema: DataSchema) -> DataDims:

@@ -6,29 +6,40 @@ killed and resumed from its last checkpoint gives the same weights as one never 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mmctr.config import Config
-from mmctr.data import Batch, DataSchema, Dataset, ItemTable, Split, iter_batches, num_batches
-from mmctr.errors import CheckpointError, ConfigError
+from mmctr.data import Batch, DataSchema, Dataset, Split, iter_batches, num_batches
+from mmctr.errors import CheckpointError
 from mmctr.model.base import CTRModel
 from mmctr.training import checkpoint as ckpt
 from mmctr.training.config import TrainConfig
-from mmctr.training.metrics import all_metrics
+from mmctr.training.inference import attach_items, autocast, evaluate, model_device, resolve_device
+from mmctr.training.state import TrainState
 
 Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EpochLoss:
+    mean: float  # over rows
+    steps: torch.Tensor  # (steps,) each step's mean loss, on the model's device
+
+
+class Monitor(Protocol):
+    """Told what training did; it must not change it (see ``TensorBoardMonitor``)."""
+
+    def epoch(self, epoch: int, step_losses: torch.Tensor, record: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -39,74 +50,6 @@ class FitResult:
     train_seconds: float
     stopped_early: bool
     history: list[dict[str, Any]]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is the GPU when PyTorch sees one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device = {name!r}, but PyTorch sees no CUDA GPU here")
-    return device
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
-    """bfloat16 autocast when asked for; a no-op context for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def model_device(model: CTRModel) -> torch.device:
-    return next(iter(model.parameters())).device
-
-
-def attach_items(model: CTRModel, items: ItemTable) -> None:
-    model.items.load_item_features(
-        torch.from_numpy(items.tags).long(), torch.from_numpy(items.emb).float()
-    )
-
-
-@torch.inference_mode()
-def predict_probs(
-    model: CTRModel,
-    split: Split,
-    batch_size: int,
-    *,
-    progress: bool = False,
-    precision: str = "fp32",
-) -> np.ndarray:
-    """Click probabilities for every row of ``split``, in file order, on the model's device."""
-    model.eval()
-    device = model_device(model)
-    out = np.empty(len(split), dtype=np.float32)
-    start = 0
-    batches = iter_batches(split, batch_size, max_len=model.cfg.max_len)
-    total = num_batches(split, batch_size)
-    for batch in tqdm(
-        batches,
-        total=total,
-        disable=not progress,
-        desc=f"predict {split.name}",
-        unit="batch",
-        leave=False,
-    ):
-        batch = batch.to(device)
-        with autocast(device, precision):
-            logits = model(batch.history, batch.target, batch.context)
-        out[start : start + len(batch)] = torch.sigmoid(logits.float()).cpu().numpy()
-        start += len(batch)
-    return out
-
-
-def evaluate(
-    model: CTRModel, split: Split, batch_size: int, precision: str = "fp32"
-) -> dict[str, float]:
-    if split.labels is None:
-        raise CheckpointError(f"split {split.name!r} has no labels to evaluate against")
-    probs = predict_probs(model, split, batch_size, precision=precision)
-    return all_metrics(split.users, split.labels, probs)
 
 
 def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Adam:
@@ -126,8 +69,13 @@ def fit(
     resume: bool = False,
     progress: bool | None = None,
     log: Log = print,
+    monitor: Monitor | None = None,
 ) -> FitResult:
-    """Train on the train split, stop on valid; leave the best weights in ``model``."""
+    """Train on the train split, stop on valid; leave the best weights in ``model``.
+
+    ``monitor`` (e.g. ``TensorBoardMonitor``) is told every step's loss and every epoch's
+    record; it never changes what is trained.
+    """
     tc = config.train
     run = ckpt.RunDir(Path(run_dir))
     progress = sys.stderr.isatty() if progress is None else progress
@@ -137,95 +85,110 @@ def fit(
     model.to(device)
     attach_items(model, data.items)
     optimizer = make_optimizer(model, tc)
-    counters: dict[str, Any] = {
-        "epoch": 0,
-        "best_auc": -math.inf,
-        "best_epoch": -1,
-        "bad_epochs": 0,
-        "lr": tc.lr,
-        "history": [],
-        "train_seconds": 0.0,
-    }
+    state = _start_or_resume(run, model, optimizer, data.schema, tc, resume, log)
+    ckpt.write_config(run, config)
+    train, valid = data["train"], data["valid"]
+    while state.should_continue(tc.epochs, tc.patience):
+        epoch = state.epoch + 1
+        for group in optimizer.param_groups:
+            group["lr"] = state.lr
+        t0 = time.perf_counter()
+        loss = _train_epoch(model, optimizer, train, tc, epoch, progress)
+        train_seconds = time.perf_counter() - t0
+        metrics = evaluate(model, valid, tc.eval_batch_size, tc.precision)
+        improved = state.record(epoch, metrics["auc"], tc.lr_decay, tc.min_lr)
+        if improved:
+            payload = ckpt.model_payload(model, config, data.schema, epoch=epoch, valid=metrics)
+            ckpt.save(payload, run.model)
+        record = _epoch_record(epoch, loss.mean, metrics, optimizer, train_seconds, t0, len(train))
+        record["improved"] = improved
+        if device.type == "cuda":
+            record["gpu_peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        state.history = [*state.history, record]
+        state.epoch = epoch
+        state.train_seconds += train_seconds
+        ckpt.save_state(run, state, model, optimizer, data.schema)
+        ckpt.write_metrics(run, state.history)
+        if monitor is not None:
+            monitor.epoch(epoch, loss.steps, record)
+        log(_epoch_line(record))
+    return _finish(run, model, state, data.schema, tc.patience)
+
+
+def _start_or_resume(
+    run: ckpt.RunDir,
+    model: CTRModel,
+    optimizer: torch.optim.Optimizer,
+    schema: DataSchema,
+    tc: TrainConfig,
+    resume: bool,
+    log: Log,
+) -> TrainState:
+    """A fresh state, or the one saved after the run's last finished epoch."""
     if resume and run.state.exists():
-        state = ckpt.load(run.state)
-        data.schema.check_compatible(
-            DataSchema.from_dict(state["schema"]), where=f"{run.state} (resume)"
+        saved = ckpt.load(run.state)
+        schema.check_compatible(
+            DataSchema.from_dict(saved["schema"]), where=f"{run.state} (resume)"
         )
-        model.load_state_dict(state["weights"])
-        optimizer.load_state_dict(state["optimizer"])  # moves its state to the params' device
-        counters = state["counters"]
-        log(f"resuming {run.root} after epoch {counters['epoch']}")
-    elif run.has_run():
+        model.load_state_dict(saved["weights"])
+        optimizer.load_state_dict(saved["optimizer"])  # moves its state to the params' device
+        state = ckpt.train_state_of(saved, run.state)
+        log(f"resuming {run.root} after epoch {state.epoch}")
+        return state
+    if run.has_run():
         raise CheckpointError(
             f"{run.root} already holds a run; pass --resume to continue it or choose another --out"
         )
     run.root.mkdir(parents=True, exist_ok=True)
-    ckpt.write_config(run, config)
-    train, valid = data["train"], data["valid"]
-    steps = num_batches(train, tc.batch_size)
-    while counters["epoch"] < tc.epochs and counters["bad_epochs"] < tc.patience:
-        epoch = counters["epoch"] + 1
-        for group in optimizer.param_groups:
-            group["lr"] = counters["lr"]
-        t0 = time.perf_counter()
-        loss = _train_epoch(model, optimizer, train, config, epoch, steps, progress)
-        train_seconds = time.perf_counter() - t0
-        metrics = evaluate(model, valid, tc.eval_batch_size, tc.precision)
-        improved = metrics["auc"] > counters["best_auc"]
-        if improved:
-            counters.update(best_auc=metrics["auc"], best_epoch=epoch, bad_epochs=0)
-            ckpt.save(
-                ckpt.model_payload(model, config, data.schema, epoch=epoch, valid=metrics),
-                run.model,
-            )
-        else:
-            counters["bad_epochs"] += 1
-            counters["lr"] = max(counters["lr"] * tc.lr_decay, tc.min_lr)
-        record = {
-            "epoch": epoch,
-            "train_loss": loss,
-            **{f"valid_{k}": v for k, v in metrics.items()},
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_seconds": round(train_seconds, 3),
-            "train_samples_per_s": round(len(train) / train_seconds, 1),
-            "eval_seconds": round(time.perf_counter() - t0 - train_seconds, 3),
-            "improved": improved,
-        }
-        if device.type == "cuda":
-            record["gpu_peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        counters["history"] = [*counters["history"], record]
-        counters["epoch"] = epoch
-        counters["train_seconds"] += train_seconds
-        ckpt.save(
-            {
-                "format": ckpt.FORMAT_VERSION,
-                "schema": data.schema.to_dict(),
-                "weights": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "counters": counters,
-            },
-            run.state,
-        )
-        ckpt.write_metrics(run, counters["history"])
-        mark = " *" if improved else ""
-        log(
-            f"epoch {epoch:3d}  loss {loss:.4f}  valid auc {metrics['auc']:.4f}  "
-            f"logloss {metrics['logloss']:.4f}  gauc {metrics['gauc']:.4f}  "
-            f"{record['train_samples_per_s']:.0f} samples/s{mark}"
-        )
-    if counters["best_epoch"] < 1:
+    return TrainState(lr=tc.lr)
+
+
+def _epoch_record(
+    epoch: int,
+    loss: float,
+    metrics: dict[str, float],
+    optimizer: torch.optim.Optimizer,
+    train_seconds: float,
+    t0: float,
+    rows: int,
+) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "train_loss": loss,
+        **{f"valid_{k}": v for k, v in metrics.items()},
+        "lr": optimizer.param_groups[0]["lr"],
+        "train_seconds": round(train_seconds, 3),
+        "train_samples_per_s": round(rows / train_seconds, 1),
+        "eval_seconds": round(time.perf_counter() - t0 - train_seconds, 3),
+    }
+
+
+def _epoch_line(record: dict[str, Any]) -> str:
+    mark = " *" if record["improved"] else ""
+    return (
+        f"epoch {record['epoch']:3d}  loss {record['train_loss']:.4f}  "
+        f"valid auc {record['valid_auc']:.4f}  logloss {record['valid_logloss']:.4f}  "
+        f"gauc {record['valid_gauc']:.4f}  {record['train_samples_per_s']:.0f} samples/s{mark}"
+    )
+
+
+def _finish(
+    run: ckpt.RunDir, model: CTRModel, state: TrainState, schema: DataSchema, patience: int
+) -> FitResult:
+    """Load the best weights back into ``model`` and write the run's summary."""
+    if state.best_epoch < 1:
         raise CheckpointError(f"{run.root}: no epoch finished, so there is no model to keep")
     best = ckpt.load(run.model)
     model.load_state_dict(best["weights"])
     result = FitResult(
-        best_epoch=counters["best_epoch"],
+        best_epoch=state.best_epoch,
         best_valid=best["valid"],
-        epochs_run=counters["epoch"],
-        train_seconds=counters["train_seconds"],
-        stopped_early=counters["bad_epochs"] >= tc.patience,
-        history=counters["history"],
+        epochs_run=state.epoch,
+        train_seconds=state.train_seconds,
+        stopped_early=state.bad_epochs >= patience,
+        history=state.history,
     )
-    ckpt.write_summary(run, result.__dict__ | {"fingerprint": data.schema.fingerprint})
+    ckpt.write_summary(run, result.__dict__ | {"fingerprint": schema.fingerprint})
     return result
 
 
@@ -233,17 +196,16 @@ def _train_epoch(
     model: CTRModel,
     optimizer: torch.optim.Optimizer,
     train: Split,
-    config: Config,
+    tc: TrainConfig,
     epoch: int,
-    steps: int,
     progress: bool,
-) -> float:
-    tc = config.train
+) -> EpochLoss:
+    """One pass over ``train`` in the epoch's seeded order. The losses stay on the model's
+    device until the epoch ends: reading them every step would stall a GPU."""
     model.train()
     torch.manual_seed(tc.seed + epoch)  # dropout draws depend only on (seed, epoch)
-    batches = iter_batches(
-        train, tc.batch_size, max_len=config.model.max_len, shuffle=True, seed=tc.seed + epoch
-    )
+    batches = iter_batches(train, tc.batch_size, shuffle=True, seed=tc.seed + epoch)
+    steps = num_batches(train, tc.batch_size)
     bar = tqdm(
         batches,
         total=steps,
@@ -254,11 +216,12 @@ def _train_epoch(
         mininterval=0.5,
     )
     device = model_device(model)
-    # the running loss stays on the device: reading it every step would stall a GPU
-    total = torch.zeros((), device=device)
+    steps_loss = torch.zeros(steps, device=device)
+    total = torch.zeros((), device=device)  # row-weighted: the epoch's mean loss
     count, step = 0, 0
     for step, batch in enumerate(bar):
         loss = train_step(model, optimizer, batch.to(device), tc)
+        steps_loss[step] = loss
         total += loss * len(batch)
         count += len(batch)
         if step % 50 == 0:
@@ -266,7 +229,7 @@ def _train_epoch(
             bar.set_postfix(loss=f"{float(total) / count:.4f}")
     mean = float(total) / max(count, 1)
     _check_finite(mean, epoch, step)
-    return mean
+    return EpochLoss(mean, steps_loss)
 
 
 def train_step(
