@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mmctr.config import Config, load_config
+from mmctr.config import Config, load_config, preset_names
 from mmctr.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -26,9 +26,32 @@ def test_paper_preset_is_the_paper_configuration() -> None:
     ), "paper.toml should only restate the defaults plus the challenge vocabularies"
 
 
-def test_every_shipped_preset_loads() -> None:
-    for path in CONFIGS.glob("*.toml"):
-        load_config(path)
+def test_every_shipped_preset_loads_by_path_and_by_name() -> None:
+    paths = sorted(CONFIGS.glob("*.toml"))
+    assert [p.stem for p in paths] == preset_names()  # configs/ is the packaged folder
+    assert {"paper", "cpu", "din", "release-small"} <= set(preset_names())
+    for path in paths:
+        assert load_config(path.stem) == load_config(path) == load_config(f"{path.stem}.toml")
+
+
+def test_a_file_wins_over_a_preset_and_unknown_names_list_the_presets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cpu.toml").write_text("[train]\nepochs = 2\n")
+    assert load_config("cpu.toml").train.epochs == 2
+    assert load_config("cpu").train.epochs == 4  # the shipped preset: no file named "cpu"
+    with pytest.raises(ConfigError, match=r"not found: papr \(a path, or a shipped preset: cpu"):
+        load_config("papr")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+
+
+def test_diff_names_each_changed_key() -> None:
+    a = load_config("cpu")
+    b = a.with_overrides(["train.lr=0.01", "model.first_k=2"])
+    assert a.diff(b) == ["model.first_k: 4 -> 2", "train.lr: 0.001 -> 0.01"]
+    assert a.diff(a) == []
 
 
 def test_overrides_are_parsed_by_field_type() -> None:

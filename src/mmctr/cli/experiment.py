@@ -7,9 +7,8 @@ from pathlib import Path
 
 from mmctr.cli.flags import add_set_flag
 from mmctr.config import Config, load_config
-from mmctr.errors import ConfigError
 from mmctr.experiments.experiment import ExperimentResult, file_log, run_experiment
-from mmctr.experiments.plan import VARIANTS, Plan, ablation_plan, shipped_din_config, sweep_plan
+from mmctr.experiments.plan import DIN_PRESET, VARIANTS, Plan, ablation_plan, sweep_plan
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--din-config",
         type=Path,
-        help="TOML of the DIN variants (default: configs/din.toml); its [data] section and "
+        help="TOML of the DIN variants (default: the shipped preset din); its [data] section and "
         "train.epochs/patience/seed are replaced by those of --config",
     )
     add_set_flag(
@@ -71,10 +70,7 @@ def run_ablation(args: argparse.Namespace) -> int:
     names = _split(args.variants) or list(VARIANTS)
     din_config: Config | None = None
     if any(VARIANTS[n].din for n in names if n in VARIANTS):
-        path = args.din_config or shipped_din_config()
-        if args.din_config is None and not path.is_file():
-            raise ConfigError(f"{path} not found; pass --din-config FILE for the DIN variants")
-        din_config = load_config(path, args.din_overrides)
+        din_config = load_config(args.din_config or DIN_PRESET, args.din_overrides)
     plan = ablation_plan(config, din_config, seeds=args.seeds, variants=names, quick=args.quick)
     return _run(plan, args)
 

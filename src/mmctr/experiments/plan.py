@@ -10,10 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Literal
 
-import mmctr
 from mmctr.config import Config
 from mmctr.errors import ConfigError
 
@@ -98,9 +96,7 @@ class Plan:
     param: str = ""  # the swept key, for a sweep
 
 
-def shipped_din_config() -> Path:
-    """configs/din.toml of the source tree this package runs from."""
-    return Path(mmctr.__file__).resolve().parents[2] / "configs" / "din.toml"
+DIN_PRESET = "din"  # the shipped preset the DIN variants start from (see load_config)
 
 
 def din_base(config: Config, din_config: Config) -> Config:
