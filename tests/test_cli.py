@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -235,3 +236,41 @@ def test_bench_reports_speed_and_memory(
     assert figures["baseline"]["useful_macs_per_sample"] == figures["useful_macs_per_sample"]
     code, out, _ = run(capsys, *args)
     assert code == 0 and "train_samples_per_s" in out and "baseline" not in out
+
+
+def test_train_writes_tensorboard_curves(
+    tiny_data_master: Path,
+    tiny_config_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator",
+        reason="the tensorboard extra is not installed",
+    )
+    logs = tmp_path / "tb"
+    code, _, _ = run(capsys, "train", "--data", tiny_data_master, "--config", tiny_config_file,
+                     "--out", tmp_path / "run", "--set", "train.epochs=2", "--set",
+                     "train.patience=2", "--no-progress", "--tensorboard", logs)  # fmt: skip
+    assert code == 0
+    events = accumulator.EventAccumulator(str(logs))
+    events.Reload()
+    history = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = events.Scalars("train/loss_step")
+    per_epoch = len(steps) // 2
+    assert per_epoch > 1 and [s.step for s in steps] == list(range(1, 2 * per_epoch + 1))
+    for tag, key in [("valid/auc", "valid_auc"), ("train/lr", "lr"), ("train/loss", "train_loss")]:
+        logged = events.Scalars(tag)
+        assert [s.step for s in logged] == [1, 2]
+        assert [s.value for s in logged] == pytest.approx([h[key] for h in history], rel=1e-6)
+
+
+def test_tensorboard_without_the_package_says_how_to_install(
+    tiny_data_master: Path, tiny_config_file: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
+    code, _, err = run(capsys, "train", "--data", tiny_data_master, "--config", tiny_config_file,
+                       "--out", tmp_path / "run", "--tensorboard", tmp_path / "tb")  # fmt: skip
+    assert code == 2 and 'pip install "mmctr[tensorboard]"' in err
+    assert not (tmp_path / "run" / "model.pt").exists()

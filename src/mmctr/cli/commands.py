@@ -18,6 +18,7 @@ from mmctr.training.inference import attach_items, predict_probs, resolve_device
 from mmctr.training.loop import fit
 from mmctr.training.metrics import all_metrics
 from mmctr.training.submission import write_submission
+from mmctr.training.tensorboard import TensorBoardMonitor
 
 
 def synth(args: argparse.Namespace) -> int:
@@ -96,7 +97,20 @@ def train(args: argparse.Namespace) -> int:
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, ckpt.dims_of(data.schema))
     print(f"model: {parameter_counts(model)['total']:,} parameters")
-    result = fit(model, data, config, run.root, resume=args.resume, progress=args.progress)
+    monitor = TensorBoardMonitor(args.tensorboard) if args.tensorboard else None
+    try:
+        result = fit(
+            model,
+            data,
+            config,
+            run.root,
+            resume=args.resume,
+            progress=args.progress,
+            monitor=monitor,
+        )
+    finally:
+        if monitor is not None:
+            monitor.close()
     v = result.best_valid
     print(
         f"done: best epoch {result.best_epoch} of {result.epochs_run}; valid auc {v['auc']:.4f} "

@@ -31,7 +31,18 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mmctr", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_data_commands(sub)
+    _add_run_commands(sub)
+    _add_measure_commands(sub)
+    convert_cli.add_parser(sub)
+    embed_cli.add_parser(sub)
+    experiment_cli.add_parser(sub)
+    explain_cli.add_parser(sub)
+    return parser
 
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """synth and sample: data sets in the challenge layout, made or cut down."""
     p = sub.add_parser("synth", help="write a synthetic data set in the challenge layout")
     p.add_argument("out_dir", help="directory to write train/valid/test/item_info parquet into")
     p.add_argument("--preset", default="demo", choices=["tiny", "demo", "microlens-1m"])
@@ -62,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a data set in OUT")
     p.set_defaults(func=commands.sample)
 
+
+def _add_run_commands(sub: argparse._SubParsersAction) -> None:
+    """train, evaluate and predict: a run directory made and used."""
     p = sub.add_parser("train", help="train a model; writes a run directory")
     p.add_argument("--data", required=True, help="data directory in the challenge layout")
     p.add_argument(
@@ -75,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     add_progress_flag(p)
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also write training curves for TensorBoard into DIR (the tensorboard extra)",
+    )
     p.set_defaults(func=commands.train)
 
     p = sub.add_parser("evaluate", help="AUC, logloss and gAUC of a trained run on a split")
@@ -92,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_progress_flag(p)
     p.set_defaults(func=commands.predict)
 
+
+def _add_measure_commands(sub: argparse._SubParsersAction) -> None:
+    """describe and bench: what a config costs."""
     p = sub.add_parser("describe", help="parameter count and multiply-adds per sample")
     p.add_argument("--config", required=True)
     p.add_argument("--data", required=True)
@@ -111,12 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_set_flag(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.bench)
-
-    convert_cli.add_parser(sub)
-    embed_cli.add_parser(sub)
-    experiment_cli.add_parser(sub)
-    explain_cli.add_parser(sub)
-    return parser
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -18,7 +18,7 @@ import torch
 from mmctr.atomic import atomic_path, write_json
 from mmctr.data import Batch, DataSchema, ItemTable, load_dataset, make_batch
 from mmctr.errors import ConfigError
-from mmctr.model import DIN, SeedCTR, build_model
+from mmctr.model import DIN, CTRModel, SeedCTR, build_model
 from mmctr.model.attention_maps import capture_attention, din_weights, full_window
 from mmctr.model.config import MaskMode
 from mmctr.model.sequence import key_masks
@@ -117,8 +117,6 @@ def explain(
 ) -> dict[str, Any]:
     """Write the attention of rows ``start .. start + rows - 1`` of ``split``; returns the
     content of explain.json."""
-    from mmctr.experiments.heatmaps import row_figure
-
     out = Path(out)
     trained = ckpt.load_trained(run_dir)
     model, cfg = trained.model, trained.config
@@ -139,31 +137,14 @@ def explain(
         "target": table.target[index],
         "labels": table.labels[index] if table.labels is not None else np.full(len(index), np.nan),
     }
-    if isinstance(model, DIN):
-        if compare_mask:
-            raise ConfigError("--compare-mask applies to the seed model; DIN has no mask setting")
-        panels = _din_arrays(model, batch, arrays)
-    elif isinstance(model, SeedCTR) and model.sequence is not None:
-        twin = _other_mask_twin(model, trained.schema, data.items) if compare_mask else None
-        panels = _seed_arrays(model, twin, batch, arrays)
-    else:
-        raise ConfigError(
-            f"{run_dir}: the model has no attention over the history (model.use_sequence = false)"
-        )
+    panels = _panels(model, batch, arrays, trained.schema, data.items, compare_mask, run_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "attention.npz") as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **cast(dict[str, Any], arrays))
-    described = []
-    for n, row in enumerate(index):
-        png = row_figure(
-            out / f"row-{row}.png",
-            _row_title(arrays, n, data.items),
-            arrays["history"][n],
-            data.items,
-            panels=[(f"{t}, p = {arrays[p][n]:.3f}", grid[n]) for t, p, grid in panels],
-            signed=isinstance(model, DIN),
-        )
-        described.append(_row_info(arrays, n, data.items, png.name))
+    described = [
+        _row_info(arrays, n, data.items, _figure(out, arrays, n, int(row), data.items, panels))
+        for n, row in enumerate(index)
+    ]
     info = {
         "run": str(run_dir),
         "split": split,
@@ -175,6 +156,45 @@ def explain(
     }
     write_json(out / "explain.json", info)
     return info
+
+
+def _panels(
+    model: CTRModel,
+    batch: Batch,
+    arrays: dict[str, np.ndarray],
+    schema: DataSchema,
+    items: ItemTable,
+    compare_mask: bool,
+    run_dir: str | Path,
+) -> Panels:
+    """Fill ``arrays`` with the model's attention and return the panels to draw per row."""
+    if isinstance(model, DIN):
+        if compare_mask:
+            raise ConfigError("--compare-mask applies to the seed model; DIN has no mask setting")
+        return _din_arrays(model, batch, arrays)
+    if isinstance(model, SeedCTR) and model.sequence is not None:
+        twin = _other_mask_twin(model, schema, items) if compare_mask else None
+        return _seed_arrays(model, twin, batch, arrays)
+    raise ConfigError(
+        f"{run_dir}: the model has no attention over the history (model.use_sequence = false)"
+    )
+
+
+def _figure(
+    out: Path, arrays: dict[str, np.ndarray], n: int, row: int, items: ItemTable, panels: Panels
+) -> str:
+    """Draw row ``n``'s heat map; returns the file name."""
+    from mmctr.experiments.heatmaps import row_figure
+
+    png = row_figure(
+        out / f"row-{row}.png",
+        _row_title(arrays, n, items),
+        arrays["history"][n],
+        items,
+        panels=[(f"{t}, p = {arrays[p][n]:.3f}", grid[n]) for t, p, grid in panels],
+        signed="weights" in arrays,  # DIN's unnormalised weights take either sign
+    )
+    return png.name
 
 
 def item_tags(items: ItemTable, item: int) -> list[int]:
