@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmctr.config.train import TrainConfig
 from mmctr.model import DataDims, ModelConfig, SeedCTR
 from mmctr.model.sequence import EncoderLayer
-from mmctr.training.config import TrainConfig
 from mmctr.training.loop import train_step
 
 DIMS = DataDims(

@@ -9,14 +9,12 @@ from pathlib import Path
 
 import torch
 
+from mmctr import api
 from mmctr.config import Config, load_config
 from mmctr.data import load_dataset
 from mmctr.errors import ConfigError
 from mmctr.model import build_model, macs_per_sample, parameter_counts
 from mmctr.training import checkpoint as ckpt
-from mmctr.training.inference import attach_items, predict_probs, resolve_device
-from mmctr.training.loop import fit
-from mmctr.training.metrics import all_metrics
 from mmctr.training.submission import write_submission
 from mmctr.training.tensorboard import TensorBoardMonitor
 
@@ -87,27 +85,12 @@ def train(args: argparse.Namespace) -> int:
             f"{run.root} already holds a run; pass --resume to continue it or choose another --out"
         )
     config = _train_config(args, run)
-    t0 = time.perf_counter()
-    data = load_dataset(args.data, config.data, ("train", "valid"))
-    load_s = time.perf_counter() - t0
-    print(
-        f"loaded {len(data['train']):,} train / {len(data['valid']):,} valid rows "
-        f"from {args.data} in {load_s:.1f}s (schema {data.schema.fingerprint})"
-    )
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, ckpt.dims_of(data.schema))
-    print(f"model: {parameter_counts(model)['total']:,} parameters")
     monitor = TensorBoardMonitor(args.tensorboard) if args.tensorboard else None
     try:
-        result = fit(
-            model,
-            data,
-            config,
-            run.root,
-            resume=args.resume,
-            progress=args.progress,
+        result = api.train(
+            args.data, config, run.root, resume=args.resume, progress=args.progress,
             monitor=monitor,
-        )
+        )  # fmt: skip
     finally:
         if monitor is not None:
             monitor.close()
@@ -121,14 +104,9 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    trained = ckpt.load_trained(args.run)
-    data = load_dataset(args.data, trained.config.data, (args.split,), schema=trained.schema)
-    trained.model.to(resolve_device(trained.config.train.device))
-    attach_items(trained.model, data.items)
-    split = data[args.split]
-    assert split.labels is not None
-    probs = predict_probs(trained.model, split, trained.config.train.eval_batch_size)
-    metrics = all_metrics(split.users, split.labels, probs)
+    scorer = api.load_run(args.run, args.data)
+    split = scorer.split(args.split, require_labels=True)
+    metrics = scorer.evaluate(split)
     if args.json:
         print(json.dumps({**metrics, "split": args.split, "rows": len(split)}))
     else:
@@ -143,17 +121,9 @@ def predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".zip":
         raise ConfigError(f"--out {out}: a submission must be a .zip file")
-    trained = ckpt.load_trained(args.run)
-    data = load_dataset(
-        args.data, trained.config.data, (args.split,), schema=trained.schema, require_labels=False
-    )
-    trained.model.to(resolve_device(trained.config.train.device))
-    attach_items(trained.model, data.items)
-    split = data[args.split]
-    probs = predict_probs(
-        trained.model, split, trained.config.train.eval_batch_size, progress=bool(args.progress)
-    )
-    write_submission(probs, out)
+    scorer = api.load_run(args.run, args.data)
+    split = scorer.split(args.split)
+    write_submission(scorer.predict(split, progress=bool(args.progress)), out)
     print(f"wrote {len(split):,} predictions for {args.split} to {out}")
     return 0
 

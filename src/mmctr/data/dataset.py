@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mmctr.data.config import DataConfig
+from mmctr.config.data import DataConfig
 from mmctr.data.reader import ItemTable, Split, infer_context_vocab, read_item_table, read_split
 from mmctr.data.schema import DataSchema
 from mmctr.errors import DataError

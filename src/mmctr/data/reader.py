@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmctr.data.config import DataConfig
+from mmctr.config.data import DataConfig
 from mmctr.errors import DataError
 
 READ_ROWS = 262_144  # rows per record batch: bounds the transient memory of a read

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmctr.data.config import DataConfig
+from mmctr.config.data import DataConfig
 from mmctr.data.convert.write import check_target, place
 from mmctr.data.layout import META_FILE, OUTPUT_FILES
 from mmctr.data.reader import check_not_null, check_type, open_parquet

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from mmctr.atomic import atomic_path, write_json
+from mmctr.config.model import MaskMode
 from mmctr.data import Batch, DataSchema, ItemTable, load_dataset, make_batch
 from mmctr.errors import ConfigError
 from mmctr.model import DIN, CTRModel, SeedCTR, build_model
 from mmctr.model.attention_maps import capture_attention, din_weights, full_window
-from mmctr.model.config import MaskMode
 from mmctr.model.sequence import key_masks
 from mmctr.training import checkpoint as ckpt
 from mmctr.training.inference import attach_items

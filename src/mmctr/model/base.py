@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mmctr.model.config import ModelConfig
+from mmctr.config.model import ModelConfig
 from mmctr.model.item import ContextEncoder, ItemEncoder
 
 

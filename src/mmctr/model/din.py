@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mmctr.config.model import ModelConfig
 from mmctr.model.base import CTRModel, DataDims
-from mmctr.model.config import ModelConfig
 from mmctr.model.layers import MLP
 from mmctr.model.seed import reset_parameters
 from mmctr.model.sequence import trim_history

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from mmctr.config.model import ModelConfig
 from mmctr.model.base import CTRModel, DataDims
-from mmctr.model.config import ModelConfig
 from mmctr.model.din import DIN
 from mmctr.model.seed import SeedCTR
 

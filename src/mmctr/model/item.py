@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmctr.model.config import ModelConfig
+from mmctr.config.model import ModelConfig
 
 
 class ItemEncoder(nn.Module):

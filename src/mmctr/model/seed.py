@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmctr.config.model import ModelConfig
 from mmctr.model.base import CTRModel, DataDims
-from mmctr.model.config import ModelConfig
 from mmctr.model.layers import MLP, CrossNetwork
 from mmctr.model.sequence import EncoderLayer, TargetAwareTransformer, trim_history
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmctr.model.config import MaskMode, ModelConfig
+from mmctr.config.model import MaskMode, ModelConfig
 from mmctr.model.packing import PackedLayout, plan_layout
 
 

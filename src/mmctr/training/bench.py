@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from mmctr.config import Config
+from mmctr.config.train import TrainConfig
 from mmctr.data import Batch, Dataset, iter_batches, load_dataset
 from mmctr.model import CTRModel, build_model, macs_per_sample
 from mmctr.model.cost import reads_history
 from mmctr.training.checkpoint import dims_of
-from mmctr.training.config import TrainConfig
 from mmctr.training.inference import attach_items
 from mmctr.training.loop import make_optimizer
 

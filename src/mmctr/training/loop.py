@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mmctr.config import Config
+from mmctr.config.train import TrainConfig
 from mmctr.data import Batch, DataSchema, Dataset, Split, iter_batches, num_batches
 from mmctr.errors import CheckpointError
 from mmctr.model.base import CTRModel
 from mmctr.training import checkpoint as ckpt
-from mmctr.training.config import TrainConfig
 from mmctr.training.inference import attach_items, autocast, evaluate, model_device, resolve_device
 from mmctr.training.state import TrainState
 

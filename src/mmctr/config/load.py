@@ -15,13 +15,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-from mmctr.data.config import DataConfig
+from mmctr.config.data import DataConfig
+from mmctr.config.model import ModelConfig
+from mmctr.config.train import TrainConfig
 from mmctr.errors import ConfigError
-from mmctr.model.config import ModelConfig
-from mmctr.training.config import TrainConfig
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-PRESET_PACKAGE = "mmctr.configs"  # src/mmctr/configs/*.toml; configs/ at the root links there
+PRESET_PACKAGE = "mmctr.config.presets"  # *.toml beside this file; configs/ at the root links there
 
 
 @dataclass(frozen=True)

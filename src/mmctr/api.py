@@ -1,0 +1,187 @@
+"""The Python face, for notebooks and scripts: the same functions the command line calls.
+
+    import mmctr
+    result = mmctr.train("data/demo", "cpu", "runs/nb")       # like `mmctr train`
+    scorer = mmctr.load_run("runs/nb", "data/demo")            # the best model, ready to score
+    scorer.evaluate("valid")                                   # {"auc": ..., "logloss": ..., ...}
+    probs = scorer.score(history=[[12, 7, 33]], target=[5], context=[[3, 1]])
+
+``load_run`` is the one way in for inference: the checkpoint, its config and data schema, the
+item table (tags and frozen embeddings) of a data folder checked against that schema, on a
+device. Scores come from ``training.inference``, as during training's validation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmctr.config import Config, load_config
+from mmctr.data import DataSchema, ItemTable, Split, load_dataset
+from mmctr.errors import CheckpointError
+from mmctr.model import CTRModel, build_model, parameter_counts
+from mmctr.training import checkpoint as ckpt
+from mmctr.training.inference import attach_items, autocast, predict_probs, resolve_device
+from mmctr.training.loop import FitResult, Log, Monitor, fit
+from mmctr.training.metrics import all_metrics
+
+
+def train(
+    data_dir: str | Path,
+    config: Config | str | Path,
+    out: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+    progress: bool | None = None,
+    log: Log = print,
+    monitor: Monitor | None = None,
+) -> FitResult:
+    """Train ``config`` (a Config, a TOML file or a shipped preset name) on ``data_dir``'s train
+    split, stopping on valid, into the run directory ``out``."""
+    if not isinstance(config, Config):
+        config = load_config(config)
+    if overrides:
+        config = config.with_overrides(list(overrides))
+    t0 = time.perf_counter()
+    data = load_dataset(data_dir, config.data, ("train", "valid"))
+    log(
+        f"loaded {len(data['train']):,} train / {len(data['valid']):,} valid rows from "
+        f"{data_dir} in {time.perf_counter() - t0:.1f}s (schema {data.schema.fingerprint})"
+    )
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, ckpt.dims_of(data.schema))
+    log(f"model: {parameter_counts(model)['total']:,} parameters")
+    return fit(model, data, config, out, resume=resume, progress=progress, log=log, monitor=monitor)
+
+
+@dataclass
+class Scorer:
+    """A trained model with the item table it scores against, in eval mode on ``device``."""
+
+    model: CTRModel
+    config: Config
+    schema: DataSchema
+    items: ItemTable
+    data_dir: Path
+    device: torch.device
+
+    def split(self, name: str, *, require_labels: bool = False) -> Split:
+        """A split of the data folder, checked against the model's schema."""
+        data = load_dataset(
+            self.data_dir,
+            self.config.data,
+            (name,),
+            schema=self.schema,
+            require_labels=require_labels,
+        )
+        return data[name]
+
+    def predict(self, split: str | Split = "test", *, progress: bool = False) -> np.ndarray:
+        """Click probabilities of every row of a split (a name or a loaded one), in file order."""
+        rows = self.split(split) if isinstance(split, str) else split
+        batch_size = self.config.train.eval_batch_size
+        return predict_probs(self.model, rows, batch_size, progress=progress)
+
+    def evaluate(self, split: str | Split = "valid") -> dict[str, float]:
+        """AUC, logloss and gAUC on a labelled split (a name or a loaded one)."""
+        rows = self.split(split, require_labels=True) if isinstance(split, str) else split
+        if rows.labels is None:
+            raise CheckpointError(f"split {rows.name!r} has no labels to evaluate against")
+        return all_metrics(rows.users, rows.labels, self.predict(rows))
+
+    @torch.inference_mode()
+    def score(self, history: Any, target: Any, context: Any) -> np.ndarray:
+        """Click probabilities of plain arrays, no parquet involved.
+
+        ``history``: (B, L) item ids, oldest first and left-padded with 0, or B lists of ids
+        (oldest first, any lengths); ``target``: (B,) item ids; ``context``: (B, F) levels in
+        the order of ``config.data.context_cols``. Ids outside the model's vocabularies raise
+        ValueError naming the argument.
+        """
+        hist, tgt, ctx = self._tensors(history, target, context)
+        self.model.eval()
+        with autocast(self.device, "fp32"):
+            logits = self.model(hist.to(self.device), tgt.to(self.device), ctx.to(self.device))
+        return torch.sigmoid(logits.float()).cpu().numpy()
+
+    def _tensors(
+        self, history: Any, target: Any, context: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        tgt = _int_array(target, "target", ndim=1)
+        hist = _left_padded(history) if _is_ragged(history) else _int_array(history, "history", 2)
+        ctx = _int_array(context, "context", ndim=2)
+        rows = len(tgt)
+        if hist.shape[0] != rows or ctx.shape[0] != rows:
+            raise ValueError(
+                f"history has {hist.shape[0]} rows, target {rows}, context {ctx.shape[0]}: "
+                "give one row per scored pair"
+            )
+        _check_range(hist, self.schema.num_items, "history", "item id")
+        _check_range(tgt, self.schema.num_items, "target", "item id")
+        vocab = self.schema.context_vocab_sizes
+        if ctx.shape[1] != len(vocab):
+            cols = ", ".join(self.config.data.context_cols)
+            raise ValueError(f"context has {ctx.shape[1]} columns; the model reads {cols}")
+        for j, (name, size) in enumerate(zip(self.config.data.context_cols, vocab, strict=True)):
+            _check_range(ctx[:, j], size, f"context column {name}", "level")
+        return tuple(torch.from_numpy(a) for a in (hist, tgt, ctx))  # type: ignore[return-value]
+
+
+def load_run(
+    run_dir: str | Path, data_dir: str | Path, *, device: str | torch.device | None = None
+) -> Scorer:
+    """The best model of a run, with the item table of ``data_dir``, ready to score.
+
+    ``device`` defaults to the run's ``train.device`` (``auto``: a GPU when there is one).
+    """
+    trained = ckpt.load_trained(run_dir)
+    data = load_dataset(data_dir, trained.config.data, (), schema=trained.schema)
+    where = device if device is not None else trained.config.train.device
+    target = where if isinstance(where, torch.device) else resolve_device(where)
+    trained.model.to(target)
+    attach_items(trained.model, data.items)
+    trained.model.eval()
+    return Scorer(trained.model, trained.config, trained.schema, data.items, Path(data_dir), target)
+
+
+def _is_ragged(history: Any) -> bool:
+    return isinstance(history, (list, tuple)) and all(
+        isinstance(row, (list, tuple)) for row in history
+    )
+
+
+def _left_padded(rows: Sequence[Sequence[int]]) -> np.ndarray:
+    width = max((len(row) for row in rows), default=0)
+    out = np.zeros((len(rows), max(width, 1)), dtype=np.int64)
+    for i, row in enumerate(rows):
+        if len(row):
+            out[i, width - len(row) :] = _int_array(row, f"history[{i}]", ndim=1)
+    return out
+
+
+def _int_array(values: Any, name: str, ndim: int) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer ids, got {array.dtype}")
+    return array.astype(np.int64, copy=False)
+
+
+def _check_range(array: np.ndarray, size: int, name: str, what: str) -> None:
+    bad = np.flatnonzero((array < 0) | (array >= size))
+    if bad.size:
+        raise ValueError(
+            f"{name}: {what} {int(array.flat[bad[0]])} is outside the model's vocabulary "
+            f"0..{size - 1}"
+        )
+
+
+__all__ = ["Scorer", "load_run", "train"]
