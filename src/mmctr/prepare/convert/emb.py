@@ -1,12 +1,12 @@
 """The frozen item embedding for the converter: read from a parquet file or computed.
 
-Computing needs the optional encoders (``pip install 'mmctr[embed]'``), so mmctr.prepare.embed is
-imported only when asked for; a prepared file needs nothing beyond pyarrow.
+Computing needs the optional encoders (``pip install 'mmctr[embed]'``), so mmctr.prepare.embed
+is imported inside ``load_embedder``, only when asked for; a prepared file needs nothing beyond
+pyarrow.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,16 +70,19 @@ def read_item_emb(path: Path, id_col: str, items: Items) -> tuple[FloatArray, di
 
 
 def load_embedder() -> Callable[..., tuple[Any, Any]]:
-    """mmctr.prepare.embed.embed_items, or a DataError saying how to do without it."""
+    """mmctr.prepare.embed.embed_items, or a DataError saying how to do without it.
+
+    A plain import, but inside the function: converting with ``--item-emb`` never loads the
+    embedding pipeline, and an install that cannot import it gets a message naming the way out.
+    """
     try:
-        embed: Callable[..., tuple[Any, Any]] = importlib.import_module(
-            "mmctr.prepare.embed"
-        ).embed_items
-    except (ImportError, AttributeError) as exc:
+        from mmctr.prepare.embed import embed_items
+    except ImportError as exc:
         raise DataError(
             f"computing item embeddings needs the optional encoders ({exc}); pass a prepared "
             "file with --item-emb, or install them with pip install 'mmctr[embed]'"
         ) from None
+    embed: Callable[..., tuple[Any, Any]] = embed_items
     return embed
 
 
