@@ -17,10 +17,11 @@ import pytest
 from mmctr.cli import convert as cli_convert
 from mmctr.data import DataConfig, load_dataset
 from mmctr.errors import ConfigError, DataError
-from mmctr.prepare.convert.core import ConvertOptions, convert
+from mmctr.prepare.convert.core import convert
 from mmctr.prepare.convert.io import load_inputs
 from mmctr.prepare.convert.levels import decile_levels, likes_levels, views_levels
 from mmctr.prepare.convert.microlens import convert_microlens
+from mmctr.prepare.convert.options import ConvertOptions
 from mmctr.prepare.convert.tags import build_vocab, parse_hashtags, tag_matrix
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "microlens-50k"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mmctr.cli.flags import add_progress_flag
-from mmctr.prepare.convert.core import ConvertOptions
+from mmctr.prepare.convert.options import ConvertOptions
 
 ITEM_DEFAULTS = {"title_col": "title", "image_col": "image_path", "tags_col": "tags"}
 

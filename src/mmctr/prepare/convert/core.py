@@ -4,6 +4,7 @@ The flow: re-index items (sorted original ids -> 1..N, 0 = padding) and users, o
 user's events, split them in time (last -> test, second to last -> valid, earlier positions with
 a history -> train), compute levels from the train period only, sample negatives, and write
 every file into a temporary folder that replaces ``out`` only once all of it is complete.
+This module maps and sorts the inputs; ``build`` splits, samples and writes.
 """
 
 from __future__ import annotations
@@ -14,24 +15,20 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmctr.data.layout import SPLITS
-from mmctr.errors import ConfigError, DataError
+from mmctr.data.layout import META_FILE
+from mmctr.errors import DataError
 from mmctr.prepare.convert import write as cw
-from mmctr.prepare.convert.emb import PCA_FILE, compute_item_emb, read_item_emb
+from mmctr.prepare.convert.build import build
+from mmctr.prepare.convert.emb import PCA_FILE
 from mmctr.prepare.convert.io import Events, Items, duplicate_check, show, where
-from mmctr.prepare.convert.levels import LIKES_DEF, VIEWS_DEF, likes_levels, views_levels
-from mmctr.prepare.convert.negatives import sample_negatives
-from mmctr.prepare.convert.tags import item_tags
+from mmctr.prepare.convert.options import ConvertOptions
 
 MIN_EVENTS = 3  # one train-period event (the first train row's history), valid and test
-SAMPLINGS = ("uniform", "popularity")
-META_FILE = "dataset.json"
 OUTPUT_FILES = (
     "train.parquet",
     "valid.parquet",
@@ -43,44 +40,6 @@ OUTPUT_FILES = (
     PCA_FILE,
     META_FILE,
 )
-Array = np.ndarray[Any, Any]
-
-
-@dataclass(frozen=True)
-class ConvertOptions:
-    """Every choice of the conversion; all of it is recorded in dataset.json."""
-
-    negatives: int = 3  # sampled negatives per positive; 3 gives 25% positives (SPEC section 8)
-    sampling: str = "uniform"  # "uniform" over items, or "popularity" (train-period counts)
-    max_len: int = 100  # stored history length: up to this many previous items
-    seed: int = 0  # negatives and the slot of the positive among its negatives
-    min_tag_count: int = 2  # a tag enters the vocabulary when at least this many items carry it
-    tags_per_item: int = 5
-    max_users: int = 0  # convert only the first N users in original-id order; 0 = all
-    item_emb: Path | None = None  # parquet of precomputed embeddings; None = compute them
-    item_emb_id_col: str = "item_id"  # its column of original item ids
-    text_encoder: str = "all-MiniLM-L6-v2"
-    image_encoder: str = "efficientnet-lite0"
-    whiten: bool = False  # whiten the PCA output (computed embeddings only)
-    embed_cache: Path | None = None
-    embed_batch_size: int = 64
-
-    def __post_init__(self) -> None:
-        checks = {
-            "--negatives": self.negatives >= 1,
-            "--max-len": self.max_len >= 1,
-            "--min-tag-count": self.min_tag_count >= 1,
-            "--tags-per-item": self.tags_per_item >= 1,
-            "--max-users": self.max_users >= 0,
-            "--embed-batch-size": self.embed_batch_size >= 1,
-        }
-        for option, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"{option} must be >= {0 if option == '--max-users' else 1}")
-        if self.sampling not in SAMPLINGS:
-            raise ConfigError(
-                f"--negatives-sampling {self.sampling!r}: expected one of {', '.join(SAMPLINGS)}"
-            )
 
 
 def convert(
@@ -111,7 +70,7 @@ def convert(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.convert-", dir=out.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 would otherwise become the data set's mode
-        meta = _build(tmp, log, items, opts, show)
+        meta = build(tmp, log, items, opts, show)
         meta["source"] = source or {"events": events.source, "items": items.source}
         meta["skipped"] = {**(skipped or {}), **skips}
         meta["seconds"] = round(time.perf_counter() - t0, 2)
@@ -197,124 +156,3 @@ def _prepare_log(
         user_names=names[keep_user],
     )
     return log, skips
-
-
-def _build(
-    tmp: Path, log: cw.SortedLog, items: Items, opts: ConvertOptions, show: bool
-) -> dict[str, Any]:
-    """Write every data file into ``tmp``; returns dataset.json's content but for the source."""
-    num_items, num_users = len(items.ids) + 1, len(log.user_names) + 1
-    last = log.length[log.users]
-    train_period = log.pos <= last - 3
-    role = np.full(len(log.pos), -1, dtype=np.int64)  # -1: first event, history only
-    role[(log.pos >= 1) & train_period] = 0
-    role[log.pos == last - 2] = 1
-    role[log.pos == last - 1] = 2
-    if not (role == 0).any():
-        raise DataError(
-            "no train rows: every kept user has exactly 3 interactions, which give only a "
-            "history, a valid and a test row; a train row needs a 4th"
-        )
-
-    t_users, t_items = log.users[train_period], log.items[train_period]
-    views, train_counts = views_levels(t_items, num_items)
-    likes = likes_levels(t_users, t_items, num_users, num_items)
-    pool = np.unique(log.items)
-    weights = train_counts[pool].astype(np.float64) if opts.sampling == "popularity" else None
-    touched = np.unique(log.users * np.int64(num_items) + log.items)
-    positives = np.flatnonzero(role >= 0)
-    neg_rng, slot_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(opts.seed).spawn(2)
-    )
-    negatives = sample_negatives(
-        log.users[positives],
-        touched,
-        pool,
-        weights,
-        opts.negatives,
-        num_items,
-        neg_rng,
-        user_names=np.r_[np.array([None], dtype=object), log.user_names.astype(object)],
-    )
-    # the embedding may take minutes to compute, so every cheap check above runs first
-    if opts.item_emb is not None:
-        emb, emb_info = read_item_emb(opts.item_emb, opts.item_emb_id_col, items)
-    else:
-        emb, emb_info = compute_item_emb(items, tmp, _embed_options(opts), show)
-    tags, vocab, tag_info = item_tags(items, opts.min_tag_count, opts.tags_per_item)
-    cw.write_tag_vocab(tmp, vocab)
-    cw.write_item_info(tmp, tags, emb)
-    cw.write_maps(tmp, items.ids, log.user_names)
-    rows, rates, lengths = {}, {}, {}
-    with cw.progress_bar(len(positives) * (opts.negatives + 1), show) as bar:
-        for r, split in enumerate(SPLITS):
-            sel = role[positives] == r
-            g = positives[sel]
-            written, pos_rate = cw.write_split(
-                tmp / f"{split}.parquet",
-                g,
-                negatives[sel],
-                log,
-                (likes, views),
-                opts.max_len,
-                slot_rng,
-                bar,
-            )
-            rows[split], rates[split] = written, pos_rate
-            lengths[split] = cw.length_stats(np.minimum(log.pos[g], opts.max_len))
-    return {
-        "format": "microlens-1m-mmctr (converted from an interaction log)",
-        "seed": opts.seed,
-        "options": asdict(opts),
-        "counts": {
-            "users": num_users - 1,
-            "items": num_items - 1,
-            "items_without_interactions": int(num_items - 1 - len(pool)),
-            "interactions": len(log.items),
-            "first_interactions_history_only": int((role == -1).sum()),
-            "tags": tag_info["vocab_size"],
-            "rows": rows,
-        },
-        "positive_rate": rates,
-        "history_length": lengths,
-        "split": (
-            "per user in time order: last interaction -> test, second to last -> valid, every "
-            "earlier one with a non-empty history -> train (the first is history only); history "
-            f"= up to {opts.max_len} previous items, left-padded with 0, most recent last"
-        ),
-        "negatives": {
-            "per_positive": opts.negatives,
-            "sampling": opts.sampling,
-            "pool": (
-                "items in the kept users' logs"
-                + (" with a train-period interaction" if weights is not None else "")
-            ),
-            "rule": (
-                "never an item the user interacted with anywhere in their log; distinct within a "
-                "positive's group; each group shares the positive's user and history, and the "
-                "positive's slot among its negatives is random"
-            ),
-            "pool_size": int(len(pool) if weights is None else (weights > 0).sum()),
-        },
-        "levels": {
-            "period": "train period: every interaction but each user's last two",
-            "views_level": VIEWS_DEF,
-            "likes_level": LIKES_DEF,
-            "items_per_views_level": np.bincount(views[1:], minlength=11).tolist(),
-            "items_per_likes_level": np.bincount(likes[1:], minlength=11).tolist(),
-        },
-        "tags": tag_info,
-        "embedding": emb_info,
-        "files": [*sorted(os.listdir(tmp)), META_FILE],
-    }
-
-
-def _embed_options(opts: ConvertOptions) -> dict[str, Any]:
-    """embed_items' keyword arguments."""
-    return {
-        "whiten": opts.whiten,
-        "text_encoder": opts.text_encoder,
-        "image_encoder": opts.image_encoder,
-        "cache_dir": opts.embed_cache,
-        "batch_size": opts.embed_batch_size,
-    }

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmctr.errors import DataError
-from mmctr.prepare.convert.core import ConvertOptions, convert
+from mmctr.prepare.convert.core import convert
 from mmctr.prepare.convert.io import (
     DELIMITERS,
     Events,
@@ -26,6 +26,7 @@ from mmctr.prepare.convert.io import (
     require,
     unify_ids,
 )
+from mmctr.prepare.convert.options import ConvertOptions
 
 COVER_NAME = "{}_frame0.jpg"
 
