@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmctr.config import Config
-from mmctr.data import synth
+from mmctr.prepare import synth
 
 TINY_TOML = """
 [model]

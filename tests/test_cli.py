@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmctr.cli.main import main
-from mmctr.data import synth
+from mmctr.prepare import synth
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -16,12 +16,13 @@ import pytest
 
 from mmctr.cli import convert as cli_convert
 from mmctr.data import DataConfig, load_dataset
-from mmctr.data.convert.core import ConvertOptions, convert
-from mmctr.data.convert.io import load_inputs
-from mmctr.data.convert.levels import decile_levels, likes_levels, views_levels
-from mmctr.data.convert.microlens import convert_microlens
-from mmctr.data.convert.tags import build_vocab, parse_hashtags, tag_matrix
 from mmctr.errors import ConfigError, DataError
+from mmctr.prepare.convert.core import convert
+from mmctr.prepare.convert.io import load_inputs
+from mmctr.prepare.convert.levels import decile_levels, likes_levels, views_levels
+from mmctr.prepare.convert.microlens import convert_microlens
+from mmctr.prepare.convert.options import ConvertOptions
+from mmctr.prepare.convert.tags import build_vocab, parse_hashtags, tag_matrix
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "microlens-50k"
 
@@ -257,7 +258,7 @@ def fake_embedder(calls: list[dict[str, Any]]) -> types.ModuleType:
         calls.append({"ids": list(ids), "texts": texts, "images": image_paths, **kw})
         return np.repeat(np.asarray(ids, np.float32)[:, None] / 1000.0, kw["dim"], 1), Pca()
 
-    module = types.ModuleType("mmctr.embed")
+    module = types.ModuleType("mmctr.prepare.embed")
     module.embed_items = embed_items  # type: ignore[attr-defined]
     return module
 
@@ -267,14 +268,14 @@ def test_computed_embedding_and_missing_encoders(
 ) -> None:
     ev, it = write_inputs(tmp_path)
     calls: list[dict[str, Any]] = []
-    monkeypatch.setitem(sys.modules, "mmctr.embed", fake_embedder(calls))
+    monkeypatch.setitem(sys.modules, "mmctr.prepare.embed", fake_embedder(calls))
     meta = convert(*load_inputs(ev, it), tmp_path / "o", ConvertOptions(whiten=True))
     assert calls[0]["ids"] == ITEM_IDS and calls[0]["texts"][0] == TITLES[10]
     assert calls[0]["whiten"] is True and calls[0]["images"] is None
     assert (tmp_path / "o" / "item_emb.pca.npz").is_file()
     emb = load_dataset(tmp_path / "o", DataConfig(), ()).items.emb
     assert emb[14, 0] == pytest.approx(0.140) and meta["embedding"]["pca_file"]
-    monkeypatch.setitem(sys.modules, "mmctr.embed", None)  # import now raises ImportError
+    monkeypatch.setitem(sys.modules, "mmctr.prepare.embed", None)  # import now raises ImportError
     with pytest.raises(DataError, match=r"--item-emb.*mmctr\[embed\]"):
         convert(*load_inputs(ev, it), tmp_path / "o2", ConvertOptions())
     assert not (tmp_path / "o2").exists()
@@ -445,7 +446,7 @@ def test_cli_and_microlens_adapter(
     covers.mkdir()
     (covers / "20_frame0.jpg").write_bytes(b"jpg")
     calls: list[dict[str, Any]] = []
-    monkeypatch.setitem(sys.modules, "mmctr.embed", fake_embedder(calls))
+    monkeypatch.setitem(sys.modules, "mmctr.prepare.embed", fake_embedder(calls))
     assert (
         cli(
             "convert",
@@ -483,7 +484,7 @@ def test_cli_and_microlens_adapter(
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"MicroLens-50k not found at {SHARED}")
 def test_microlens_50k_first_2000_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
-    monkeypatch.setitem(sys.modules, "mmctr.embed", fake_embedder(calls))
+    monkeypatch.setitem(sys.modules, "mmctr.prepare.embed", fake_embedder(calls))
     meta = convert_microlens(
         SHARED / "MicroLens-50k_pairs.tsv",
         SHARED / "MicroLens-50k_titles.csv",

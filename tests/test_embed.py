@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import socket
 import sys
@@ -17,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmctr.cli import embed as cli_embed
-from mmctr.embed import FittedPCA, embed_items, encode_items, encoders, fit_pca, pca_input
-from mmctr.embed.cache import fingerprint
 from mmctr.errors import ConfigError, DataError
+from mmctr.prepare.embed import FittedPCA, embed_items, encode_items, encoders, fit_pca, pca_input
+from mmctr.prepare.embed.cache import fingerprint
 
 MICROLENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "microlens-50k"
 COVERS = (1002, 10034, 10040)
@@ -129,6 +130,57 @@ def test_pca_matches_svd_and_projection_reproduces_output(tmp_path: Path) -> Non
         loaded.project(raw.text, np.zeros((40, 3)))
     with pytest.raises(DataError, match=r"expected \(N, 10\)"):
         loaded.project(np.zeros((2, 4)))
+
+
+def hand_pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The PCA mmctr computed by hand before scikit-learn: float64 SVD of the centred rows,
+    each component flipped so that its entry of largest magnitude is positive."""
+    mean = x.astype(np.float64).mean(0)
+    _, s, vt = np.linalg.svd(x.astype(np.float64) - mean, full_matrices=False)
+    comps = vt[:dim].copy()
+    comps *= np.sign(comps[np.arange(dim), np.abs(comps).argmax(1)])[:, None]
+    n = len(x)
+    return mean, comps, s[:dim] ** 2 / (n - 1), float((s**2).sum() / (n - 1))
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_sklearn_fit_equals_the_hand_computation_sign_included(
+    tmp_path: Path, whiten: bool
+) -> None:
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(12)
+    x = (rng.normal(size=(60, 9)) * np.linspace(3.0, 0.2, 9) + 0.5).astype(np.float32)
+    mods = (("text", "t", 9),)
+    pca = fit_pca(x, 4, whiten=whiten, modalities=mods)
+    mean, comps, var, total = hand_pca(x, 4)
+    np.testing.assert_allclose(pca.mean, mean, atol=1e-6)
+    np.testing.assert_allclose(pca.components, comps, atol=1e-6)  # signs included
+    np.testing.assert_allclose(pca.explained_variance, var, rtol=1e-6)
+    assert pca.total_variance == pytest.approx(total, rel=1e-9)
+    new = rng.normal(size=(7, 9)).astype(np.float32)
+    hand = (new.astype(np.float64) - mean) @ comps.T / (np.sqrt(var) if whiten else 1.0)
+    np.testing.assert_allclose(pca.transform(new), hand, atol=1e-5)
+    # numpy on the saved arrays equals scikit-learn's own transform, up to its sign choice
+    ref = PCA(4, whiten=whiten, svd_solver="full").fit(x.astype(np.float64))
+    flip = np.sign((ref.components_ * pca.components).sum(1))
+    np.testing.assert_allclose(pca.transform(new), ref.transform(new) * flip, atol=1e-5)
+
+    # a file in the layout the hand-written PCA saved (same keys, no pickles) loads and
+    # projects the same
+    meta = {
+        "whiten": whiten,
+        "modalities": [list(m) for m in mods],
+        "n_items": 60,
+        "total_variance": total,
+    }
+    old = tmp_path / "old.pca.npz"
+    np.savez(old, mean=mean, components=comps, explained_variance=var, meta=json.dumps(meta))
+    np.testing.assert_allclose(FittedPCA.load(old).transform(new), hand, atol=1e-5)
+    pca.save(tmp_path / "new.pca.npz")
+    with np.load(tmp_path / "new.pca.npz", allow_pickle=False) as z:
+        assert sorted(z.files) == ["components", "explained_variance", "mean", "meta"]
+        assert all(z[k].dtype == np.float64 for k in ("mean", "components"))
 
 
 def test_dim_and_input_errors() -> None:
@@ -334,7 +386,7 @@ def test_default_encoders_offline_on_real_titles_and_covers(
     assert t[0] @ t[1] > t[0] @ t[2] + 0.3
 
     # Lite0's preprocessing: the stem's batch-norm statistics fit inputs scaled as TF did
-    from mmctr.embed.image import LITE0_PREP, open_rgb, to_batch
+    from mmctr.prepare.embed.image import LITE0_PREP, open_rgb, to_batch
 
     net = image._model.net  # type: ignore[attr-defined]
     x = to_batch([open_rgb(p) for p in covers], LITE0_PREP)

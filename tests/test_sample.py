@@ -13,9 +13,9 @@ import pytest
 
 from mmctr.cli.main import main
 from mmctr.data import DataConfig, load_dataset
-from mmctr.data import sample as sample_mod
 from mmctr.data.layout import ROW_SCHEMA
-from mmctr.data.sample import sample_dataset
+from mmctr.prepare import sample as sample_mod
+from mmctr.prepare.sample import sample_dataset
 
 FILES = ("train.parquet", "valid.parquet", "test.parquet", "item_info.parquet")
 

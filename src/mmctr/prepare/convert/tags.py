@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mmctr.data.convert.io import Items
+from mmctr.prepare.convert.io import Items
 
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
 _SPACES = re.compile(r"\s+")

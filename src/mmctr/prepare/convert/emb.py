@@ -1,12 +1,12 @@
 """The frozen item embedding for the converter: read from a parquet file or computed.
 
-Computing needs the optional encoders (``pip install 'mmctr[embed]'``), so mmctr.embed is
-imported only when asked for; a prepared file needs nothing beyond pyarrow.
+Computing needs the optional encoders (``pip install 'mmctr[embed]'``), so mmctr.prepare.embed
+is imported inside ``load_embedder``, only when asked for; a prepared file needs nothing beyond
+pyarrow.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mmctr.data.convert.io import Items, id_values, show, unify_ids
 from mmctr.data.reader import check_finite, check_type, list_matrix, open_parquet
 from mmctr.errors import DataError
+from mmctr.prepare.convert.io import Items, id_values, show, unify_ids
 
 EMB_DIM = 128
 EMB_COL = "item_emb_d128"
@@ -70,21 +70,26 @@ def read_item_emb(path: Path, id_col: str, items: Items) -> tuple[FloatArray, di
 
 
 def load_embedder() -> Callable[..., tuple[Any, Any]]:
-    """mmctr.embed.embed_items, or a DataError saying how to do without it."""
+    """mmctr.prepare.embed.embed_items, or a DataError saying how to do without it.
+
+    A plain import, but inside the function: converting with ``--item-emb`` never loads the
+    embedding pipeline, and an install that cannot import it gets a message naming the way out.
+    """
     try:
-        embed: Callable[..., tuple[Any, Any]] = importlib.import_module("mmctr.embed").embed_items
-    except (ImportError, AttributeError) as exc:
+        from mmctr.prepare.embed import embed_items
+    except ImportError as exc:
         raise DataError(
             f"computing item embeddings needs the optional encoders ({exc}); pass a prepared "
             "file with --item-emb, or install them with pip install 'mmctr[embed]'"
         ) from None
+    embed: Callable[..., tuple[Any, Any]] = embed_items
     return embed
 
 
 def compute_item_emb(
     items: Items, out_dir: Path, options: dict[str, Any], progress: bool
 ) -> tuple[FloatArray, dict[str, Any]]:
-    """Encode titles and images with mmctr.embed; the fitted PCA is saved in ``out_dir``.
+    """Encode titles and images with mmctr.prepare.embed; the fitted PCA is saved in ``out_dir``.
 
     ``options`` holds embed_items' keyword arguments (encoders, whiten, cache_dir, batch_size).
 
@@ -114,7 +119,7 @@ def compute_item_emb(
         raise RuntimeError("embed_items returned non-finite values")
     pca.save(out_dir / PCA_FILE)
     info = {
-        "source": "computed by mmctr.embed.embed_items (PCA of encoder outputs)",
+        "source": "computed by mmctr.prepare.embed.embed_items (PCA of encoder outputs)",
         "dim": EMB_DIM,
         "texts": "title" if items.titles is not None else None,
         "images": "image path column" if items.image_paths is not None else None,

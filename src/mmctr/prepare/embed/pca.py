@@ -1,9 +1,13 @@
-"""PCA over the concatenated, per-modality L2-normalised encoder outputs; no scikit-learn.
+"""PCA over the concatenated, per-modality L2-normalised encoder outputs.
 
 Input of the PCA, for each item: ``[l2(text) | l2(image)]`` in that order (blocks only for the
 modalities in use). A modality the item lacks is a zero block; since every present block has
 norm 1, each modality weighs the same whatever its width. The fitted object keeps everything
 needed to put new items into the same space (``project``), and saves to one ``.npz`` file.
+
+scikit-learn fits the PCA (``fit_pca``); what is kept of it is plain float64 arrays, saved
+with ``np.savez`` and never pickled, and applying them (``transform``) is numpy arithmetic, so
+loading a PCA file needs no scikit-learn object and reads files written before it was used.
 """
 
 from __future__ import annotations
@@ -95,7 +99,13 @@ class FittedPCA:
         )
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """(N, D) PCA input (see ``pca_input``) -> (N, dim) float32."""
+        """(N, D) PCA input (see ``pca_input``) -> (N, dim) float32.
+
+        The arithmetic of scikit-learn's ``PCA.transform``, in float64 chunks. Whitening
+        floors a variance at 1e-12 of the top one (``_variance_floor``), where scikit-learn
+        floors the standard deviation at machine epsilon; only a (numerically) zero-variance
+        component, which would otherwise be amplified rounding noise, comes out differently.
+        """
         out = np.empty((len(x), self.dim), dtype=np.float32)
         scale = np.sqrt(np.maximum(self.explained_variance, _variance_floor(self)))
         for start in range(0, len(x), _CHUNK):
@@ -181,40 +191,44 @@ def check_dim(
 def fit_pca(
     x: np.ndarray, dim: int, *, whiten: bool, modalities: tuple[tuple[str, str, int], ...]
 ) -> FittedPCA:
-    """Fit a ``dim``-component PCA to the (N, D) rows of ``x``.
+    """Fit a ``dim``-component PCA to the (N, D) rows of ``x`` with scikit-learn.
 
-    The components are the top right singular vectors of the centred data, computed as the
-    eigenvectors of its D x D scatter matrix (accumulated in float64 in chunks), which is the
-    same basis at O(D^2) memory instead of the O(N D) that a thin SVD needs. Signs are fixed:
-    each component's entry of largest magnitude is positive (the first one on ties).
+    The ``covariance_eigh`` solver takes the eigenvectors of the D x D covariance matrix, in
+    float64: exact (not randomised, which ``svd_solver="auto"`` may pick) and D x D memory on
+    top of the float64 copy of ``x``, instead of the N x D of a thin SVD. Signs follow
+    ``_fix_signs``. ``whiten`` is recorded for ``transform``; the fit itself does not depend
+    on it.
 
     Needs ``dim <= D`` (ConfigError) and ``dim <= N - 1`` (DataError): N centred rows span at
     most N - 1 directions, so more components would be arbitrary.
     """
-    n, width = x.shape
+    from sklearn.decomposition import PCA  # only fitting needs it, not loading or projecting
+
+    n, _ = x.shape
     check_dim(dim, n, modalities)
-    mean = np.zeros(width)
-    for start in range(0, n, _CHUNK):
-        mean += x[start : start + _CHUNK].sum(axis=0, dtype=np.float64)
-    mean /= n
-    scatter = np.zeros((width, width))
-    for start in range(0, n, _CHUNK):
-        centred = x[start : start + _CHUNK].astype(np.float64) - mean
-        scatter += centred.T @ centred
-    eigvals, eigvecs = np.linalg.eigh(scatter)  # ascending
-    order = np.argsort(eigvals)[::-1][:dim]
-    components = eigvecs[:, order].T.copy()
-    peak = np.argmax(np.abs(components), axis=1)
-    signs = np.sign(components[np.arange(dim), peak])
-    components *= np.where(signs == 0, 1.0, signs)[:, None]
-    variance = np.clip(eigvals[order], 0.0, None) / (n - 1)
-    total = float(np.clip(np.trace(scatter), 0.0, None) / (n - 1))
+    pca = PCA(n_components=dim, whiten=whiten, svd_solver="covariance_eigh")
+    pca.fit(np.asarray(x, dtype=np.float64))
+    ratio = float(pca.explained_variance_ratio_.sum())
     return FittedPCA(
-        mean=mean,
-        components=components,
-        explained_variance=variance,
-        total_variance=total,
+        mean=np.asarray(pca.mean_, dtype=np.float64),
+        components=_fix_signs(np.asarray(pca.components_, dtype=np.float64)),
+        explained_variance=np.asarray(pca.explained_variance_, dtype=np.float64),
+        # sklearn's total: the sum of all D eigenvalues = the summed column variances (ddof 1)
+        total_variance=float(pca.explained_variance_.sum()) / ratio if ratio > 0 else 0.0,
         whiten=whiten,
         modalities=modalities,
         n_items=n,
     )
+
+
+def _fix_signs(components: np.ndarray) -> np.ndarray:
+    """Flip each row so that its entry of largest magnitude is positive (the first on ties).
+
+    A component's sign is arbitrary; this is the rule mmctr used before scikit-learn fitted
+    its PCAs, so components, and the embeddings made from them, match the files written then.
+    scikit-learn >= 1.5 flips by the same rule, but older releases decided by the left
+    singular vectors; applying it here keeps the saved signs independent of the version.
+    """
+    rows = np.arange(len(components))
+    signs = np.sign(components[rows, np.argmax(np.abs(components), axis=1)])
+    return components * np.where(signs == 0, 1.0, signs)[:, None]

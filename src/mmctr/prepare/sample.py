@@ -27,10 +27,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmctr.config.data import DataConfig
-from mmctr.data.convert.write import check_target, place
 from mmctr.data.layout import META_FILE, OUTPUT_FILES
 from mmctr.data.reader import check_not_null, check_type, open_parquet
 from mmctr.errors import ConfigError, DataError
+from mmctr.prepare.convert.write import check_target, place
 
 BATCH_ROWS = 65_536  # rows read at a time: bounds memory on 3.6M-row files with 100-long histories
 Array = np.ndarray[Any, Any]
@@ -192,6 +192,30 @@ def _write_rows(pf: pq.ParquetFile, path: Path, keep: Array) -> int:
     return int(keep.sum())
 
 
+def _write_files(
+    tmp: Path,
+    data: Path,
+    files: dict[str, pq.ParquetFile],
+    cfg: DataConfig,
+    fraction: float,
+    valid_keep: Array,
+    seed: int,
+) -> tuple[dict[str, int], int, dict[str, str]]:
+    """Write the sample's train and valid into ``tmp`` and share test and item_info there.
+
+    Returns train's counts, the valid rows kept, and how each shared file got there.
+    """
+    train = _write_train(files["train"], tmp / cfg.train_file, cfg, fraction, seed)
+    if train["rows"] == 0:
+        raise DataError(
+            f"--train-fraction {fraction} kept none of the {train['groups']:,} "
+            "train groups; raise it or try another --seed"
+        )
+    valid_rows = _write_rows(files["valid"], tmp / cfg.valid_file, valid_keep)
+    shared = {n: _link_or_copy(data / n, tmp / n) for n in (cfg.test_file, cfg.item_file)}
+    return train, valid_rows, shared
+
+
 def _link_or_copy(src: Path, dst: Path) -> str:
     """Hard-link ``src`` to ``dst`` (no extra space); copy where links are impossible."""
     try:
@@ -239,14 +263,9 @@ def sample_dataset(
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.sample-", dir=out.parent))
         try:
             os.chmod(tmp, 0o755)  # mkdtemp's 0700 would otherwise become the sample's mode
-            train = _write_train(files["train"], tmp / cfg.train_file, cfg, train_fraction, seed)
-            if train["rows"] == 0:
-                raise DataError(
-                    f"--train-fraction {train_fraction} kept none of the {train['groups']:,} "
-                    "train groups; raise it or try another --seed"
-                )
-            valid_rows = _write_rows(files["valid"], tmp / cfg.valid_file, valid_keep)
-            shared = {n: _link_or_copy(data / n, tmp / n) for n in (cfg.test_file, cfg.item_file)}
+            train, valid_rows, shared = _write_files(
+                tmp, data, files, cfg, train_fraction, valid_keep, seed
+            )
             meta: dict[str, Any] = {
                 "format": "mmctr sample",
                 "source": str(data.resolve()),

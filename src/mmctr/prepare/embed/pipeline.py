@@ -20,22 +20,22 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mmctr.embed import encoders
-from mmctr.embed.cache import EncodingCache
-from mmctr.embed.encoders import (
+from mmctr.errors import ConfigError, DataError
+from mmctr.prepare.embed import encoders
+from mmctr.prepare.embed.cache import EncodingCache
+from mmctr.prepare.embed.encoders import (
     DEFAULT_IMAGE_ENCODER,
     DEFAULT_TEXT_ENCODER,
     Encoder,
 )
-from mmctr.embed.inputs import (
+from mmctr.prepare.embed.inputs import (
     ModalityStats,
     check_ids,
     image_inputs,
     load_images,
     text_inputs,
 )
-from mmctr.embed.pca import FittedPCA, check_dim, fit_pca, pca_input
-from mmctr.errors import ConfigError, DataError
+from mmctr.prepare.embed.pca import FittedPCA, check_dim, fit_pca, pca_input
 
 FLUSH_SECONDS = 120.0  # rewrite the cache at most this often during a long encode
 
@@ -50,36 +50,89 @@ class RawEmbeddings:
     stats: dict[str, ModalityStats]
 
 
-def _encode_modality(
-    modality: str,
-    encoder: Encoder,
+@dataclass
+class _Job:
+    """One modality to encode: its encoder and, per item, the input (None: none) and its key."""
+
+    modality: str
+    encoder: Encoder
+    payloads: list[Any]
+    keys: np.ndarray  # (N,) fingerprints of the inputs, for the cache
+    stats: ModalityStats
+
+
+def _jobs(
     ids: np.ndarray,
-    payloads: list[Any],
-    keys: np.ndarray,
-    stats: ModalityStats,
+    texts: Sequence[str | None] | None,
+    image_paths: Sequence[str | Path | None] | None,
     *,
-    cache_dir: str | Path | None,
-    batch_size: int,
-    show: bool,
+    text_encoder: str | Encoder,
+    image_encoder: str | Encoder,
+    allow_download: bool,
+    image_root: str | Path | None,
+) -> list[_Job]:
+    """The modalities in use, in block order, each with its resolved encoder and inputs."""
+    jobs: list[_Job] = []
+    if texts is not None:
+        stats = ModalityStats()
+        payloads, keys = text_inputs(texts, len(ids))
+        encoder = encoders.text_encoder(text_encoder, allow_download=allow_download)
+        jobs.append(_Job("text", encoder, payloads, keys, stats))
+    if image_paths is not None:
+        stats = ModalityStats()
+        root = None if image_root is None else Path(image_root)
+        payloads, keys = image_inputs(image_paths, ids, root, stats)
+        encoder = encoders.image_encoder(image_encoder, allow_download=allow_download)
+        jobs.append(_Job("image", encoder, payloads, keys, stats))
+    return jobs
+
+
+def _encode_modality(
+    job: _Job, ids: np.ndarray, *, cache_dir: str | Path | None, batch_size: int, show: bool
 ) -> np.ndarray:
     """(N, D) float32 raw vectors of one modality, zero rows where the item lacks it."""
-    n = len(ids)
-    present = np.flatnonzero([p is not None for p in payloads])
-    if modality == "text":
+    stats = job.stats
+    present = np.flatnonzero([p is not None for p in job.payloads])
+    if job.modality == "text":
         stats.named = len(present)
-    cache = EncodingCache(cache_dir, modality, encoder.name)
-    hit, rows = cache.lookup(ids[present], keys[present])
+    cache = EncodingCache(cache_dir, job.modality, job.encoder.name)
+    hit, rows = cache.lookup(ids[present], job.keys[present])
     stats.cached = int(hit.sum())
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     if stats.cached:
         parts.append((present[hit], cache.vectors(rows[hit])))
     todo = present[~hit]
-    if modality == "text":  # similar lengths per batch: less padding for the transformer
-        todo = todo[np.argsort([-len(payloads[i]) for i in todo], kind="stable")]
+    if job.modality == "text":  # similar lengths per batch: less padding for the transformer
+        todo = todo[np.argsort([-len(job.payloads[i]) for i in todo], kind="stable")]
+    _encode_batches(job, ids, todo, cache, parts, batch_size=batch_size, show=show)
+    if not parts:
+        raise DataError(
+            f"no item has a usable {job.modality} ({stats.named} of {len(ids)} named one"
+            + (f", {stats.unusable} unusable, e.g. {stats.examples[0]}" if stats.unusable else "")
+            + ")"
+        )
+    raw = np.zeros((len(ids), parts[0][1].shape[1]), dtype=np.float32)
+    for where, vectors in parts:
+        raw[where] = vectors
+    return raw
+
+
+def _encode_batches(
+    job: _Job,
+    ids: np.ndarray,
+    todo: np.ndarray,
+    cache: EncodingCache,
+    parts: list[tuple[np.ndarray, np.ndarray]],
+    *,
+    batch_size: int,
+    show: bool,
+) -> None:
+    """Encode the items ``todo`` in batches, adding ``(rows, vectors)`` to ``parts`` and to the
+    cache, which is written every ``FLUSH_SECONDS`` and at the end, also when interrupted."""
     last_flush = time.monotonic()
     bar = tqdm(
         total=len(todo),
-        desc=f"{modality} {encoder.name}",
+        desc=f"{job.modality} {job.encoder.name}",
         unit="item",
         disable=not show,
         file=sys.stderr,
@@ -87,16 +140,16 @@ def _encode_modality(
     try:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            if modality == "image":
-                chunk, batch = load_images(chunk, ids, payloads, stats)
+            if job.modality == "image":
+                chunk, batch = load_images(chunk, ids, job.payloads, job.stats)
             else:
-                batch = [payloads[i] for i in chunk]
+                batch = [job.payloads[i] for i in chunk]
             if len(chunk):
-                vectors = np.asarray(encoder.encode(batch), dtype=np.float32)
-                _check_output(encoder, vectors, len(chunk), parts, cache)
+                vectors = np.asarray(job.encoder.encode(batch), dtype=np.float32)
+                _check_output(job.encoder, vectors, len(chunk), parts, cache)
                 parts.append((chunk, vectors))
-                cache.add(ids[chunk], keys[chunk], vectors)
-                stats.encoded += len(chunk)
+                cache.add(ids[chunk], job.keys[chunk], vectors)
+                job.stats.encoded += len(chunk)
             bar.update(min(batch_size, len(todo) - start))
             if time.monotonic() - last_flush > FLUSH_SECONDS:
                 cache.flush()
@@ -104,16 +157,6 @@ def _encode_modality(
     finally:
         bar.close()
         cache.flush()  # keep what was encoded, also when interrupted
-    if not parts:
-        raise DataError(
-            f"no item has a usable {modality} ({stats.named} of {n} named one"
-            + (f", {stats.unusable} unusable, e.g. {stats.examples[0]}" if stats.unusable else "")
-            + ")"
-        )
-    raw = np.zeros((n, parts[0][1].shape[1]), dtype=np.float32)
-    for where, vectors in parts:
-        raw[where] = vectors
-    return raw
 
 
 def _check_output(
@@ -153,43 +196,23 @@ def encode_items(
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     ids = check_ids(ids)
-    n = len(ids)
     show = bool(getattr(sys.stderr, "isatty", lambda: False)()) if progress is None else progress
-    stats: dict[str, ModalityStats] = {}
+    jobs = _jobs(
+        ids,
+        texts,
+        image_paths,
+        text_encoder=text_encoder,
+        image_encoder=image_encoder,
+        allow_download=allow_download,
+        image_root=image_root,
+    )
     out: dict[str, np.ndarray | None] = {"text": None, "image": None}
     modalities: list[tuple[str, str, int]] = []
-    jobs: list[tuple[str, Encoder, list[Any], np.ndarray]] = []
-    if texts is not None:
-        stats["text"] = ModalityStats()
-        payloads, keys = text_inputs(texts, n)
-        jobs.append(
-            (
-                "text",
-                encoders.text_encoder(text_encoder, allow_download=allow_download),
-                payloads,
-                keys,
-            )
-        )
-    if image_paths is not None:
-        stats["image"] = ModalityStats()
-        root = None if image_root is None else Path(image_root)
-        payloads, keys = image_inputs(image_paths, ids, root, stats["image"])
-        encoder = encoders.image_encoder(image_encoder, allow_download=allow_download)
-        jobs.append(("image", encoder, payloads, keys))
-    for modality, encoder, payloads, keys in jobs:
-        raw = _encode_modality(
-            modality,
-            encoder,
-            ids,
-            payloads,
-            keys,
-            stats[modality],
-            cache_dir=cache_dir,
-            batch_size=batch_size,
-            show=show,
-        )
-        out[modality] = raw
-        modalities.append((modality, encoder.name, int(raw.shape[1])))
+    for job in jobs:
+        raw = _encode_modality(job, ids, cache_dir=cache_dir, batch_size=batch_size, show=show)
+        out[job.modality] = raw
+        modalities.append((job.modality, job.encoder.name, int(raw.shape[1])))
+    stats = {job.modality: job.stats for job in jobs}
     image_stats = stats.get("image")
     if image_stats is not None and image_stats.unusable:
         warnings.warn(
@@ -223,8 +246,8 @@ def embed_items(
     modality's raw vectors are L2-normalised, concatenated (zero block when an item lacks it)
     and reduced by PCA, optionally whitened. ``cache_dir``: where raw vectors are kept between
     runs (None: no cache). Encoders are names (see ``text_encoder``/``image_encoder`` in
-    ``mmctr.embed.encoders``) or objects with ``name`` and ``encode``. Row i of the result is
-    item ``ids[i]``, and equals ``pca.project(raw_text, raw_image)[i]``.
+    ``mmctr.prepare.embed.encoders``) or objects with ``name`` and ``encode``. Row i of the
+    result is item ``ids[i]``, and equals ``pca.project(raw_text, raw_image)[i]``.
     """
     check_dim(dim, len(ids))  # before the slow part; the input width is checked by the fit
     raw = encode_items(

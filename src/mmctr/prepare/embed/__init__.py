@@ -5,7 +5,7 @@
 encoders need the optional extra ``mmctr[embed]``; nothing here downloads unless asked to.
 """
 
-from mmctr.embed.encoders import (
+from mmctr.prepare.embed.encoders import (
     DEFAULT_IMAGE_ENCODER,
     DEFAULT_TEXT_ENCODER,
     Encoder,
@@ -13,8 +13,8 @@ from mmctr.embed.encoders import (
     image_encoder,
     text_encoder,
 )
-from mmctr.embed.pca import FittedPCA, fit_pca, pca_input
-from mmctr.embed.pipeline import (
+from mmctr.prepare.embed.pca import FittedPCA, fit_pca, pca_input
+from mmctr.prepare.embed.pipeline import (
     ModalityStats,
     RawEmbeddings,
     embed_items,

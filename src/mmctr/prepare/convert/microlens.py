@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mmctr.data.convert.core import ConvertOptions, convert
-from mmctr.data.convert.io import (
+from mmctr.errors import DataError
+from mmctr.prepare.convert.core import convert
+from mmctr.prepare.convert.io import (
     DELIMITERS,
     Events,
     Items,
@@ -25,7 +26,7 @@ from mmctr.data.convert.io import (
     require,
     unify_ids,
 )
-from mmctr.errors import DataError
+from mmctr.prepare.convert.options import ConvertOptions
 
 COVER_NAME = "{}_frame0.jpg"
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from mmctr.data.convert.io import show
 from mmctr.errors import DataError
+from mmctr.prepare.convert.io import show
 
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]

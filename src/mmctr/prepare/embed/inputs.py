@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from mmctr.embed.cache import fingerprint
-from mmctr.embed.encoders import missing_package
 from mmctr.errors import DataError
+from mmctr.prepare.embed.cache import fingerprint
+from mmctr.prepare.embed.encoders import missing_package
 
 
 @dataclass
@@ -99,7 +99,7 @@ def load_images(
     try:
         from PIL import Image
 
-        from mmctr.embed.image import open_rgb
+        from mmctr.prepare.embed.image import open_rgb
     except ImportError as exc:
         raise missing_package("image encoding", "pillow", exc) from None
     ok, images = [], []

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mmctr.embed.encoders import (
+from mmctr.prepare.embed.encoders import (
     DEFAULT_TEXT_ENCODER,
     EncoderUnavailable,
     missing_package,

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from mmctr.data.convert.tags import TagVocab
 from mmctr.data.layout import ITEM_SCHEMA, ROW_SCHEMA
 from mmctr.errors import DataError
+from mmctr.prepare.convert.tags import TagVocab
 
 CHUNK_POSITIVES = 10_000  # positives per row group: bounds the memory of the history matrix
 Array = np.ndarray[Any, Any]

@@ -57,7 +57,7 @@ def text_encoder(spec: str | Encoder, *, allow_download: bool = False) -> Encode
     """
     if not isinstance(spec, str):
         return spec
-    from mmctr.embed.text import SentenceTransformerEncoder
+    from mmctr.prepare.embed.text import SentenceTransformerEncoder
 
     return SentenceTransformerEncoder(spec, allow_download=allow_download)
 
@@ -73,7 +73,7 @@ def image_encoder(spec: str | Encoder, *, allow_download: bool = False) -> Encod
     """
     if not isinstance(spec, str):
         return spec
-    from mmctr.embed import image
+    from mmctr.prepare.embed import image
 
     if spec == DEFAULT_IMAGE_ENCODER:
         return image.lite0_encoder()

@@ -1,6 +1,8 @@
 """Converters: raw interaction logs (and MicroLens-50k) -> the challenge layout.
 
-core        the general converter (split, negatives, levels, tags, embeddings, writing)
+options     ConvertOptions, one field per command-line flag
+core        the general converter: map ids, order each user's events, write atomically
+build       split in time, levels, negatives, item files, the rows of each split, dataset.json
 io          reading events/items files (csv, tsv, parquet) into arrays
 levels      views_level / likes_level bins from the train period
 negatives   seeded negative sampling that never picks an item the user touched
@@ -10,7 +12,8 @@ write       writing the layout atomically
 microlens   the MicroLens-50k adapter
 """
 
-from mmctr.data.convert.core import ConvertOptions, convert
-from mmctr.data.convert.microlens import convert_microlens
+from mmctr.prepare.convert.core import convert
+from mmctr.prepare.convert.microlens import convert_microlens
+from mmctr.prepare.convert.options import ConvertOptions
 
 __all__ = ["ConvertOptions", "convert", "convert_microlens"]
