@@ -23,7 +23,8 @@ from mmctr.experiments import ablation_plan, run_experiment, sweep_plan
 from mmctr.experiments import runner as runner_module
 from mmctr.experiments.plan import Plan
 from mmctr.experiments.report import markdown, summarise
-from mmctr.experiments.runner import COLUMNS, METRIC_COLUMNS, eta_seconds, format_duration
+from mmctr.experiments.rows import COLUMNS, METRIC_COLUMNS, RunRow
+from mmctr.experiments.runner import eta_seconds, format_duration
 from mmctr.training import loop
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -121,7 +122,7 @@ def test_resume_reruns_nothing_that_finished(
     lines: list[str] = []
     result = run_experiment(plan, tiny_data_master, tmp_path, log=lines.append)
     assert fits == [(tmp_path / "runs" / "no-transformer-seed0", True)]
-    assert [r["status"] for r in result.rows] == ["done", "done"]
+    assert [r.status for r in result.rows] == ["done", "done"]
     assert "[1/2] full-seed0: finished earlier, read back" in lines
     assert "[2/2] no-transformer-seed0: resuming from its checkpoint; about" in lines[3]
     metrics = (tmp_path / "runs" / "no-transformer-seed0" / "metrics.jsonl").read_text()
@@ -237,12 +238,9 @@ def test_resuming_with_another_config_is_refused_up_front(
 
 def test_summary_is_mean_and_sample_std_sorted_by_valid_auc() -> None:
     plan = Plan("ablation", (), {"a": "variant a", "b": "variant b"})
-    rows = [
-        {**dict.fromkeys(COLUMNS), "variant": "a", "value": "", "status": "done", "valid_auc": v}
-        for v in (0.70, 0.80)
-    ]
-    rows.append({**rows[0], "variant": "b", "valid_auc": 0.9})
-    rows.append({**rows[0], "variant": "b", "status": "failed", "valid_auc": None})
+    rows = [RunRow("a", "", 1, f"a-seed{k}", "done", valid_auc=v) for k, v in enumerate((0.7, 0.8))]
+    rows.append(RunRow("b", "", 1, "b-seed0", "done", valid_auc=0.9))
+    rows.append(RunRow("b", "", 1, "b-seed1", "failed", valid_auc=None))
     summaries = summarise(plan, rows)
     assert [(s.variant, s.runs, s.failed) for s in summaries] == [("b", 1, 1), ("a", 2, 0)]
     assert summaries[1].mean["valid_auc"] == pytest.approx(0.75)
@@ -268,10 +266,10 @@ def test_parallel_jobs_give_the_serial_results_and_resume(
     serial = run_experiment(plan, tiny_data_master, tmp_path / "serial", log=quiet)
     lines: list[str] = []
     parallel = run_experiment(plan, tiny_data_master, tmp_path / "par", log=lines.append, jobs=2)
-    assert [r["run"] for r in parallel.rows] == [j.name for j in plan.jobs]
+    assert [r.run for r in parallel.rows] == [j.name for j in plan.jobs]
     for a, b in zip(serial.rows, parallel.rows, strict=True):
-        assert b["status"] == "done"
-        assert [a[c] for c in METRIC_COLUMNS] == [b[c] for c in METRIC_COLUMNS]
+        assert b.status == "done"
+        assert [a.metric(c) for c in METRIC_COLUMNS] == [b.metric(c) for c in METRIC_COLUMNS]
     assert any(line.startswith("2 runs at a time") for line in lines)
     assert any(line.startswith("[3/3] no-dcn-seed0: valid auc") for line in lines)
     assert any(line.startswith("[2/3] no-transformer-seed0: epoch   1") for line in lines)

@@ -14,13 +14,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mmctr.atomic import write_json
 from mmctr.errors import ConfigError
 from mmctr.experiments.plan import Plan
 from mmctr.experiments.plots import bar_chart, line_plot
 from mmctr.experiments.report import Summary, write_tables
+from mmctr.experiments.rows import RunRow
 from mmctr.experiments.runner import (
     Log,
     Progress,
@@ -35,13 +35,13 @@ from mmctr.runtime import release_freed_memory
 
 @dataclass(frozen=True)
 class ExperimentResult:
-    rows: list[dict[str, Any]]
+    rows: list[RunRow]
     summaries: list[Summary]
     figure: Path | None  # None when no run finished
 
     @property
     def failed(self) -> list[str]:
-        return [r["run"] for r in self.rows if r["status"] != "done"]
+        return [r.run for r in self.rows if not r.done]
 
 
 def file_log(out: Path, echo: Log = print) -> Log:
@@ -99,12 +99,12 @@ def run_experiment(
     rows = progress.rows()
     summaries = write_tables(plan, rows, out)
     figure = None
-    if any(r["status"] == "done" for r in rows):
+    if any(r.done for r in rows):
         if plan.kind == "ablation":
             figure = bar_chart(summaries, out / "ablation.png", "Ablation (paper Table 2)")
         else:
             figure = line_plot(summaries, out / "sweep.png", plan.param)
-    failed = [r["run"] for r in rows if r["status"] != "done"]
+    failed = [r.run for r in rows if not r.done]
     log(
         f"done in {format_duration(time.perf_counter() - t0)}: {len(rows) - len(failed)} of "
         f"{len(rows)} runs finished" + (f"; FAILED: {', '.join(failed)}" if failed else "")

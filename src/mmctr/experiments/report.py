@@ -7,11 +7,10 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mmctr.atomic import write_text
 from mmctr.experiments.plan import Plan
-from mmctr.experiments.runner import COLUMNS, METRIC_COLUMNS
+from mmctr.experiments.rows import COLUMNS, METRIC_COLUMNS, RunRow
 
 STATS = (*METRIC_COLUMNS, "epochs", "train_seconds", "parameters")
 
@@ -28,33 +27,33 @@ class Summary:
     std: dict[str, float]  # sample std (n - 1); 0 for a single run
 
 
-def csv_text(rows: list[dict[str, Any]]) -> str:
+def csv_text(rows: list[RunRow]) -> str:
     """One line per run; an empty cell where a value is missing (e.g. test without labels)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+        writer.writerow({k: "" if v is None else v for k, v in row.to_dict().items()})
     return buf.getvalue()
 
 
-def summarise(plan: Plan, rows: list[dict[str, Any]]) -> list[Summary]:
+def summarise(plan: Plan, rows: list[RunRow]) -> list[Summary]:
     """Mean ± std per variant: an ablation's best valid AUC first (variants without a finished
     run last), a sweep's in the order of its values."""
     out = []
     for variant in plan.descriptions:
-        mine = [r for r in rows if r["variant"] == variant]
+        mine = [r for r in rows if r.variant == variant]
         if not mine:
             continue
-        ok = [r for r in mine if r["status"] == "done"]
+        ok = [r for r in mine if r.done]
         mean, std = {}, {}
         for key in STATS:
-            values = [float(r[key]) for r in ok if r.get(key) is not None]
+            values = [float(v) for r in ok if (v := getattr(r, key)) is not None]
             if values:
                 mean[key] = sum(values) / len(values)
                 spread = sum((v - mean[key]) ** 2 for v in values) / max(len(values) - 1, 1)
                 std[key] = math.sqrt(spread)
-        out.append(Summary(variant, mine[0]["value"], len(ok), len(mine) - len(ok), mean, std))
+        out.append(Summary(variant, mine[0].value, len(ok), len(mine) - len(ok), mean, std))
     if plan.kind == "sweep":
         return out
     return sorted(out, key=lambda s: -s.mean.get("valid_auc", -math.inf))
@@ -100,7 +99,7 @@ def markdown(plan: Plan, summaries: list[Summary]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(plan: Plan, rows: list[dict[str, Any]], out_dir: Path) -> list[Summary]:
+def write_tables(plan: Plan, rows: list[RunRow], out_dir: Path) -> list[Summary]:
     """Write results.csv and results.md into ``out_dir``; returns the summaries."""
     summaries = summarise(plan, rows)
     write_text(out_dir / "results.csv", csv_text(rows))

@@ -23,6 +23,7 @@ from mmctr.config import Config
 from mmctr.data import Dataset, Split, load_dataset
 from mmctr.errors import ConfigError, DataError
 from mmctr.experiments.plan import Job, Plan
+from mmctr.experiments.rows import METRICS, RunRow
 from mmctr.model import CTRModel, build_model, parameter_counts
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import inference, loop
@@ -30,23 +31,6 @@ from mmctr.training import inference, loop
 Log = Callable[[str], None]
 
 RESULT_FILE = "result.json"  # a job's row of results.csv, in its run folder, once evaluated
-
-METRICS = ("auc", "logloss", "gauc")
-METRIC_COLUMNS = tuple(f"{split}_{m}" for split in ("valid", "test") for m in METRICS)
-COLUMNS = (
-    "variant",
-    "value",
-    "seed",
-    "run",
-    "status",
-    *METRIC_COLUMNS,
-    "best_epoch",
-    "epochs",
-    "train_seconds",
-    "wall_seconds",
-    "parameters",
-    "error",
-)
 
 
 @dataclass(frozen=True)
@@ -113,11 +97,11 @@ class Progress:
         log: Log,
         *,
         jobs: int = 1,
-        after_each: Callable[[list[dict[str, Any]]], object] | None = None,
+        after_each: Callable[[list[RunRow]], object] | None = None,
     ) -> None:
         self.plan, self.out, self.log, self.jobs = plan, out, log, jobs
         self.after_each = after_each
-        self.results: dict[int, dict[str, Any]] = {}
+        self.results: dict[int, RunRow] = {}
         self.done: list[tuple[str, float]] = []  # (variant, wall seconds) of every finished job
 
     def tag(self, i: int) -> str:
@@ -133,43 +117,41 @@ class Progress:
         eta = None if eta is None else eta / self.jobs
         self.log(f"{self.tag(i)}: {action}" + (f"; {_eta_text(eta)}" if self.done else ""))
 
-    def finished(self, i: int, row: dict[str, Any]) -> None:
+    def finished(self, i: int, row: RunRow) -> None:
         self.results[i] = row
         tag = self.tag(i)
-        if row["status"] == "done":
-            self.done.append((self.plan.jobs[i].variant, float(row["wall_seconds"] or 0.0)))
-            test = "" if row["test_auc"] is None else f", test auc {row['test_auc']:.4f}"
-            self.log(f"{tag}: valid auc {row['valid_auc']:.4f}{test} ({row['wall_seconds']:.0f}s)")
+        if row.done:
+            self.done.append((self.plan.jobs[i].variant, float(row.wall_seconds or 0.0)))
+            test = "" if row.test_auc is None else f", test auc {row.test_auc:.4f}"
+            self.log(f"{tag}: valid auc {row.valid_auc:.4f}{test} ({row.wall_seconds:.0f}s)")
         else:
             error_log = self.out / "runs" / self.plan.jobs[i].name / "error.log"
-            self.log(f"{tag}: FAILED: {row['error']} (see {error_log})")
+            self.log(f"{tag}: FAILED: {row.error} (see {error_log})")
         if self.after_each is not None:
             self.after_each(self.rows())
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[RunRow]:
         return [self.results[i] for i in sorted(self.results)]
 
 
-def run_job(job: Job, exp: ExperimentData, run_dir: Path, *, log: Log) -> dict[str, Any]:
+def run_job(job: Job, exp: ExperimentData, run_dir: Path, *, log: Log) -> RunRow:
     run = ckpt.RunDir(run_dir)
     result_file = run_dir / RESULT_FILE
     if run.finished() and result_file.exists():
-        saved: dict[str, Any] = json.loads(result_file.read_text())
-        return saved
-    row: dict[str, Any] = dict.fromkeys(COLUMNS)
-    row.update(variant=job.variant, value=job.value, seed=job.config.train.seed, run=job.name)
+        return RunRow.from_dict(json.loads(result_file.read_text()))
+    row = RunRow(job.variant, job.value, job.config.train.seed, job.name)
     t0 = time.perf_counter()
     try:
         model, summary = _trained(job, exp.data, run, log)
-        row.update(_results(model, summary, exp, job.config.train.eval_batch_size))
+        _fill_results(row, model, summary, exp, job.config.train.eval_batch_size)
     except Exception as exc:  # recorded, so that one broken run does not stop the others
         write_text(run_dir / "error.log", traceback.format_exc())
-        message = " ".join(f"{type(exc).__name__}: {exc}".split())
-        row.update(status="failed", error=message, wall_seconds=round(time.perf_counter() - t0, 2))
+        row.status, row.error = "failed", " ".join(f"{type(exc).__name__}: {exc}".split())
+        row.wall_seconds = round(time.perf_counter() - t0, 2)
         return row
-    row.update(status="done", wall_seconds=round(time.perf_counter() - t0, 2))
+    row.status, row.wall_seconds = "done", round(time.perf_counter() - t0, 2)
     (run_dir / "error.log").unlink(missing_ok=True)
-    write_json(result_file, row)
+    write_json(result_file, row.to_dict())
     return row
 
 
@@ -187,20 +169,17 @@ def _trained(
     return model, ckpt.read_summary(run)
 
 
-def _results(
-    model: CTRModel, summary: dict[str, Any], exp: ExperimentData, batch_size: int
-) -> dict[str, Any]:
-    row: dict[str, Any] = {f"valid_{k}": summary["best_valid"][k] for k in METRICS}
+def _fill_results(
+    row: RunRow, model: CTRModel, summary: dict[str, Any], exp: ExperimentData, batch_size: int
+) -> None:
+    valid = summary["best_valid"]
+    row.valid_auc, row.valid_logloss, row.valid_gauc = (valid[k] for k in METRICS)
     if exp.test is not None:
         test = inference.evaluate(model, exp.test, batch_size)
-        row.update({f"test_{k}": test[k] for k in METRICS})
-    row.update(
-        best_epoch=summary["best_epoch"],
-        epochs=summary["epochs_run"],
-        train_seconds=round(summary["train_seconds"], 2),
-        parameters=parameter_counts(model)["total"],
-    )
-    return row
+        row.test_auc, row.test_logloss, row.test_gauc = (test[k] for k in METRICS)
+    row.best_epoch, row.epochs = summary["best_epoch"], summary["epochs_run"]
+    row.train_seconds = round(summary["train_seconds"], 2)
+    row.parameters = parameter_counts(model)["total"]
 
 
 def action_of(run_dir: Path) -> str:

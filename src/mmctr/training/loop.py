@@ -104,9 +104,7 @@ def fit(
         record["improved"] = improved
         if device.type == "cuda":
             record["gpu_peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        state.history = [*state.history, record]
-        state.epoch = epoch
-        state.train_seconds += train_seconds
+        state.finish_epoch(record, train_seconds)
         ckpt.save_state(run, state, model, optimizer, data.schema)
         ckpt.write_metrics(run, state.history)
         if monitor is not None:

@@ -42,6 +42,12 @@ class TrainState:
             self.lr = max(self.lr * lr_decay, min_lr)
         return improved
 
+    def finish_epoch(self, record: dict[str, Any], train_seconds: float) -> None:
+        """Count the epoch of ``record`` (its metrics line) as finished."""
+        self.history = [*self.history, record]
+        self.epoch = record["epoch"]
+        self.train_seconds += train_seconds
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -1,0 +1,55 @@
+"""One run's line of an experiment's results: a typed row, saved as result.json and results.csv."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+METRICS = ("auc", "logloss", "gauc")
+METRIC_COLUMNS = tuple(f"{split}_{m}" for split in ("valid", "test") for m in METRICS)
+
+
+@dataclass
+class RunRow:
+    """What a job gave: its identity, status, metrics (None where not measured) and costs."""
+
+    variant: str
+    value: str  # the swept value ("" in an ablation)
+    seed: int
+    run: str  # the run folder's name under OUT/runs
+    status: Literal["done", "failed"] | None = None
+    valid_auc: float | None = None
+    valid_logloss: float | None = None
+    valid_gauc: float | None = None
+    test_auc: float | None = None
+    test_logloss: float | None = None
+    test_gauc: float | None = None
+    best_epoch: int | None = None
+    epochs: int | None = None
+    train_seconds: float | None = None
+    wall_seconds: float | None = None
+    parameters: int | None = None
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+    def metric(self, column: str) -> float | None:
+        """The value of a metric column such as ``valid_auc``."""
+        if column not in METRIC_COLUMNS:
+            raise KeyError(f"{column!r} is not a metric column; expected {METRIC_COLUMNS}")
+        value: float | None = getattr(self, column)
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunRow:
+        values: dict[str, Any] = {k: raw.get(k) for k in COLUMNS}
+        return cls(**values)
+
+
+COLUMNS = tuple(f.name for f in dataclasses.fields(RunRow))  # results.csv, in this order
