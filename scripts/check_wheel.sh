@@ -10,7 +10,8 @@ mkdir -p "$WORK"
 echo "building the wheel into $WORK/dist"
 "$ROOT/.venv/bin/python" -m build --wheel --outdir "$WORK/dist" "$ROOT" > "$WORK/build.log" 2>&1
 WHEEL=$(ls "$WORK"/dist/mmctr-*.whl)
-unzip -l "$WHEEL" | grep -q "mmctr/config/presets/paper.toml" || {
+LISTING=$(unzip -l "$WHEEL")
+grep -q "mmctr/config/presets/paper.toml" <<< "$LISTING" || {
   echo "the wheel lacks the shipped presets" >&2; exit 1; }
 echo "fresh venv with $WHEEL"
 "$PYTHON" -m venv "$WORK/venv"
