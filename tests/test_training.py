@@ -82,8 +82,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(
         train(tiny_data_master, config, tmp_path / "killed")
     resumed = train(tiny_data_master, config, tmp_path / "killed", resume=True)
     assert stable(resumed.history) == stable(whole.history)
-    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=False)["weights"]
-    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=False)["weights"]
+    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["weights"]
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["weights"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -103,7 +103,7 @@ def test_early_stopping_decays_lr_and_restores_the_best(
     assert result.epochs_run == 4 and result.stopped_early and result.best_epoch == 2
     assert [h["improved"] for h in result.history] == [True, True, False, False]
     assert [h["lr"] for h in result.history] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4])
-    best = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
+    best = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert best["epoch"] == 2 and best["valid"]["auc"] == 0.70
 
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from mmctr.errors import StorageError
+
+# out of space, over quota, a read-only file system: the machine's state, not a bug
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 @contextlib.contextmanager
@@ -29,6 +35,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:  # the data must be on disk before the rename
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in _STORAGE_ERRNOS:
+            raise StorageError(
+                f"{path}: cannot write it ({os.strerror(exc.errno or 0).lower()}); "
+                f"{'the previous version is intact' if path.exists() else 'nothing was written'}"
+            ) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

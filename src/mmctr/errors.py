@@ -15,3 +15,11 @@ class DataError(MmctrError):
 
 class CheckpointError(MmctrError):
     """A run directory or checkpoint cannot be used as asked."""
+
+
+class StorageError(MmctrError):
+    """A file could not be written for want of space or permission; what was there is intact."""
+
+
+class RunLockedError(CheckpointError):
+    """Another live process is writing the run folder."""

@@ -18,7 +18,7 @@ from mmctr.cli import embed as embed_cli
 from mmctr.cli import experiment as experiment_cli
 from mmctr.cli import explain as explain_cli
 from mmctr.cli.flags import add_progress_flag, add_set_flag
-from mmctr.errors import MmctrError
+from mmctr.errors import MmctrError, StorageError
 from mmctr.runtime import keep_freed_memory
 
 
@@ -150,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
+    except StorageError as exc:  # a full or read-only disk: the machine, not the input
+        print(f"mmctr: error: {exc}", file=sys.stderr)
+        return 1
     except MmctrError as exc:
         print(f"mmctr: error: {exc}", file=sys.stderr)
         return 2

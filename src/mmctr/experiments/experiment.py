@@ -31,6 +31,7 @@ from mmctr.experiments.runner import (
     unfinished_jobs,
 )
 from mmctr.runtime import release_freed_memory
+from mmctr.training.lock import run_lock
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,13 @@ def run_experiment(
     if jobs < 1:  # before the data is read
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     out = Path(out)
+    with run_lock(out):  # one experiment process per folder; each run is locked as well
+        return _run_locked(plan, data_dir, out, log, jobs)
+
+
+def _run_locked(
+    plan: Plan, data_dir: str | Path, out: Path, log: Log, jobs: int
+) -> ExperimentResult:
     t0 = time.perf_counter()
     exp = load_experiment_data(plan, data_dir)
     test_note = "with test labels" if exp.test is not None else "test split without labels"

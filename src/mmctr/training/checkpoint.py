@@ -12,6 +12,7 @@ RUN_DIR/
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import torch
 from mmctr.atomic import atomic_path, write_json, write_text
 from mmctr.config import Config
 from mmctr.data.schema import DataSchema
-from mmctr.errors import CheckpointError
+from mmctr.errors import CheckpointError, StorageError
 from mmctr.model.base import CTRModel, DataDims
 from mmctr.model.factory import build_model
 from mmctr.training.state import TrainState
@@ -65,20 +66,45 @@ class RunDir:
 
 
 def save(obj: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint of tensors and plain data (dicts, lists, str, numbers) atomically."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch's file writer reports a full disk this way
+            raise StorageError(
+                f"{path}: writing the checkpoint failed ({exc}); the previous one is intact"
+            ) from None
 
 
 def load(path: Path) -> dict[str, Any]:
+    """Read a checkpoint without running code: ``weights_only`` unpickling admits tensors and
+    plain data only, so a file carrying any other Python object is refused, never executed."""
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = _refusal_reason(str(exc))
+        if not any(word in first.lower() for word in ("global", "class")):  # damaged bytes
+            raise CheckpointError(f"{path}: cannot read checkpoint ({first})") from None
+        raise CheckpointError(
+            f"{path}: refused: the file holds Python objects other than tensors and plain data, "
+            f"and loading them could run code ({first}). mmctr never writes such files; "
+            "load it only if you trust where it came from and know what it holds"
+        ) from None
     except Exception as exc:  # torch raises many types for a damaged file
         raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not an mmctr checkpoint of format {FORMAT_VERSION}")
     return obj
+
+
+def _refusal_reason(message: str) -> str:
+    """The line of torch's weights_only refusal that names what the file wanted to load."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    first = (named or lines or ["refused"])[0]
+    return first.split(". ")[0].removeprefix("WeightsUnpickler error: ")[:200]
 
 
 def save_state(
@@ -88,7 +114,7 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     schema: DataSchema,
 ) -> None:
-    """What resuming needs after an epoch, in one atomic file; then the state alone as JSON."""
+    """What resuming needs after an epoch, in one atomic file; then the files derived from it."""
     payload = {
         "format": FORMAT_VERSION,
         "schema": schema.to_dict(),
@@ -97,7 +123,14 @@ def save_state(
         "train_state": state.to_dict(),
     }
     save(payload, run.state)
+    write_state_files(run, state)
+
+
+def write_state_files(run: RunDir, state: TrainState) -> None:
+    """state.json and metrics.jsonl from the TrainState that state.pt holds (state.pt first:
+    resuming rewrites these two from it, so a kill in between loses nothing)."""
     write_json(run.state_json, state.to_dict())
+    write_metrics(run, state.history)
 
 
 def train_state_of(saved: dict[str, Any], path: Path) -> TrainState:

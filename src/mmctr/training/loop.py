@@ -25,6 +25,7 @@ from mmctr.errors import CheckpointError
 from mmctr.model.base import CTRModel
 from mmctr.training import checkpoint as ckpt
 from mmctr.training.inference import attach_items, autocast, evaluate, model_device, resolve_device
+from mmctr.training.lock import run_lock
 from mmctr.training.state import TrainState
 
 Log = Callable[[str], None]
@@ -76,8 +77,22 @@ def fit(
     ``monitor`` (e.g. ``TensorBoardMonitor``) is told every step's loss and every epoch's
     record; it never changes what is trained.
     """
-    tc = config.train
     run = ckpt.RunDir(Path(run_dir))
+    with run_lock(run.root):
+        return _fit_locked(model, data, config, run, resume, progress, log, monitor)
+
+
+def _fit_locked(
+    model: CTRModel,
+    data: Dataset,
+    config: Config,
+    run: ckpt.RunDir,
+    resume: bool,
+    progress: bool | None,
+    log: Log,
+    monitor: Monitor | None,
+) -> FitResult:
+    tc = config.train
     progress = sys.stderr.isatty() if progress is None else progress
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
@@ -106,7 +121,6 @@ def fit(
             record["gpu_peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         state.finish_epoch(record, train_seconds)
         ckpt.save_state(run, state, model, optimizer, data.schema)
-        ckpt.write_metrics(run, state.history)
         if monitor is not None:
             monitor.epoch(epoch, loss.steps, record)
         log(_epoch_line(record))
@@ -131,13 +145,16 @@ def _start_or_resume(
         model.load_state_dict(saved["weights"])
         optimizer.load_state_dict(saved["optimizer"])  # moves its state to the params' device
         state = ckpt.train_state_of(saved, run.state)
+        # a kill between state.pt and the files written after it leaves those a step behind
+        ckpt.write_state_files(run, state)
         log(f"resuming {run.root} after epoch {state.epoch}")
         return state
-    if run.has_run():
+    if resume:  # killed before the first epoch's state.pt: there is nothing to resume from
+        log(f"{run.root}: no finished epoch to resume from; starting from the beginning")
+    elif run.has_run():
         raise CheckpointError(
             f"{run.root} already holds a run; pass --resume to continue it or choose another --out"
         )
-    run.root.mkdir(parents=True, exist_ok=True)
     return TrainState(lr=tc.lr)
 
 
