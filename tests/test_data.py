@@ -186,3 +186,40 @@ def test_test_split_without_labels(tiny_data: Path) -> None:
     assert data["test"].labels is None
     with pytest.raises(DataError, match="missing column 'label'"):
         load_dataset(tiny_data, CFG, ("test",))
+
+
+def test_an_inferred_vocabulary_must_be_plausibly_dense(tiny_data: Path) -> None:
+    # one stray tag id decided the table size: 10^9 + 1 rows for 61 distinct tags
+    rewrite(
+        tiny_data / "item_info.parquet", lambda t: edit_row(t, "item_tags", 5, [0, 0, 0, 1, 10**9])
+    )
+    with pytest.raises(DataError) as caught:
+        load_dataset(tiny_data, CFG, ("train",))
+    message = str(caught.value)
+    for words in ("item_info.parquet", "'item_tags' row 5", "1000000000", "61 distinct"):
+        assert words in message
+    assert "mmctr convert" in message and "data.num_tags" in message
+    # the suggested fix: a configured size makes the stray id an error naming its row
+    with pytest.raises(DataError, match=r"'item_tags' row 5: tag id 1000000000 is out of range"):
+        load_dataset(tiny_data, DataConfig(num_tags=60), ("train",))
+
+
+def test_the_sparsity_rule_spares_small_and_quarter_full_vocabularies(tiny_data: Path) -> None:
+    # tiny's levels use 0..10; one level of 255 makes 256 entries: small enough to keep
+    rewrite(tiny_data / "valid.parquet", lambda t: edit_row(t, "likes_level", 0, 255))
+    assert load_dataset(tiny_data, CFG, ()).schema.context_vocab_sizes == (256, 11)
+    # 257 entries with 12 in use: refused, naming the file of the largest value
+    rewrite(tiny_data / "valid.parquet", lambda t: edit_row(t, "likes_level", 0, 256))
+    with pytest.raises(DataError, match=r"valid.parquet: column 'likes_level' row 0: value 256"):
+        load_dataset(tiny_data, CFG, ())
+    rewrite(tiny_data / "valid.parquet", lambda t: edit_row(t, "likes_level", 0, 1))
+    # item i's one tag is 4i: 300 ids in use (padding included) of 1,197, just over a quarter
+    spread = [[0, 0, 0, 0, 4 * i] for i in range(300)]
+    rewrite(tiny_data / "item_info.parquet", lambda t: set_column(t, "item_tags", pa.array(spread)))
+    assert load_dataset(tiny_data, CFG, ()).schema.num_tags == 1197
+    # item 1's tag moved to 1,200: still 300 in use, of 1,201, just under a quarter
+    rewrite(
+        tiny_data / "item_info.parquet", lambda t: edit_row(t, "item_tags", 1, [0] * 4 + [1200])
+    )
+    with pytest.raises(DataError, match=r"'item_tags' row 1: tag id 1200 .* only 300 distinct"):
+        load_dataset(tiny_data, CFG, ())

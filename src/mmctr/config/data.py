@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Names of files and columns; vocabulary sizes (0 or empty = inferred from the data)."""
+    """Names of files and columns; vocabulary sizes (0 or empty = inferred from the data as
+    max + 1, and refused when that id space is implausibly sparse: mmctr/data/vocab.py)."""
 
     train_file: str = "train.parquet"
     valid_file: str = "valid.parquet"

@@ -102,7 +102,7 @@ def _preset_text(name: str) -> tuple[str, str]:
     """The TOML text of a file, else of the shipped preset of that name, and where it came from."""
     path = Path(name)
     if path.is_file():
-        return path.read_text(), str(path)
+        return _read_text(path), str(path)
     stem = name.removesuffix(".toml")
     if "/" not in name and stem in preset_names():
         preset = resources.files(PRESET_PACKAGE) / f"{stem}.toml"
@@ -112,6 +112,21 @@ def _preset_text(name: str) -> tuple[str, str]:
     raise ConfigError(
         f"config file not found: {name} (a path, or a shipped preset: {', '.join(preset_names())})"
     )
+
+
+def _read_text(path: Path) -> str:
+    """A config file's text; an unreadable or non-UTF-8 file (TOML is UTF-8) is a ConfigError."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line} is not UTF-8 text ({exc.reason}); TOML files are UTF-8"
+        ) from None
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

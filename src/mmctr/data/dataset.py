@@ -6,8 +6,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mmctr.config.data import DataConfig
-from mmctr.data.reader import ItemTable, Split, infer_context_vocab, read_item_table, read_split
+from mmctr.data.reader import ItemTable, Split, read_item_table, read_split
 from mmctr.data.schema import DataSchema
+from mmctr.data.vocab import infer_context_vocab
 from mmctr.errors import DataError
 
 SPLITS = ("train", "valid", "test")
@@ -38,20 +39,15 @@ def load_dataset(
     model's) the data are checked against it and a mismatch raises CheckpointError.
     """
     data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"{data_dir}: not a directory; --data names the folder of parquet files")
     if not data_dir.is_dir():
         raise DataError(f"data directory not found: {data_dir}")
     for split in splits:
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     items = read_item_table(data_dir, cfg, num_tags=schema.num_tags if schema else None)
-    if schema is not None:
-        vocab = schema.context_vocab_sizes
-        if len(vocab) != len(cfg.context_cols):
-            vocab = (1,) * len(cfg.context_cols)  # shapes differ; check_compatible names it
-    elif cfg.context_vocab_sizes:
-        vocab = cfg.context_vocab_sizes
-    else:
-        vocab = infer_context_vocab(data_dir, cfg, list(SPLITS))
+    vocab, bound = _context_vocab(data_dir, cfg, items, schema)
     loaded: dict[str, Split] = {}
     seq_len: int | None = None  # the first split sets it; the others must agree
     for split in splits:
@@ -61,6 +57,7 @@ def load_dataset(
             cfg,
             num_items=items.num_items,
             context_vocab_sizes=vocab,
+            vocab_bound=bound,
             require_labels=require_labels,
             seq_len=seq_len,
         )
@@ -81,3 +78,26 @@ def load_dataset(
             found = replace(found, seq_len=schema.seq_len)
         schema.check_compatible(found, where=str(data_dir))
     return Dataset(schema=found, items=items, splits=loaded)
+
+
+def _context_vocab(
+    data_dir: Path, cfg: DataConfig, items: ItemTable, schema: DataSchema | None
+) -> tuple[tuple[int, ...], str]:
+    """The context vocabularies the splits are checked against, and where they come from.
+
+    With a trained model's ``schema``, its item table is compared first, so that a split's ids
+    are never checked against an item table the model does not use.
+    """
+    if schema is not None:
+        item_table = replace(
+            schema,
+            num_items=items.num_items,
+            tags_per_item=int(items.tags.shape[1]),
+            emb_dim=int(items.emb.shape[1]),
+            context_cols=tuple(cfg.context_cols),
+        )
+        schema.check_compatible(item_table, where=str(data_dir))
+        return schema.context_vocab_sizes, "the trained model's vocabulary"
+    if cfg.context_vocab_sizes:
+        return cfg.context_vocab_sizes, "data.context_vocab_sizes"
+    return infer_context_vocab(data_dir, cfg, list(SPLITS)), ""

@@ -27,8 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmctr.config.data import DataConfig
+from mmctr.data.checks import check_not_null, check_type, open_parquet
 from mmctr.data.layout import META_FILE, OUTPUT_FILES
-from mmctr.data.reader import check_not_null, check_type, open_parquet
 from mmctr.errors import ConfigError, DataError
 from mmctr.prepare.convert.write import check_target, place
 

@@ -25,7 +25,7 @@ from mmctr.errors import DataError
 from mmctr.prepare.convert import write as cw
 from mmctr.prepare.convert.build import build
 from mmctr.prepare.convert.emb import PCA_FILE
-from mmctr.prepare.convert.io import Events, Items, duplicate_check, show, where
+from mmctr.prepare.convert.io import Events, Items, duplicate_check, show
 from mmctr.prepare.convert.options import ConvertOptions
 
 MIN_EVENTS = 3  # one train-period event (the first train row's history), valid and test
@@ -114,7 +114,7 @@ def _prepare_log(
         row = int(np.flatnonzero(unknown)[0])
         distinct = len(np.unique(events.items[unknown]))
         raise DataError(
-            f"{where(events.source, row, events.csv)}: column {events.item_col!r}: item "
+            f"{events.position(row)}: column {events.item_col!r}: item "
             f"{show(events.items[row])} is not in {items.source} ({int(unknown.sum())} events, "
             f"{distinct} distinct unknown items); add them to the items file or drop those events"
         )

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mmctr.data.reader import check_finite, check_type, list_matrix, open_parquet
+from mmctr.data.checks import check_finite, check_type, list_matrix, open_parquet
 from mmctr.errors import DataError
 from mmctr.prepare.convert.io import Items, id_values, show, unify_ids
 

@@ -7,6 +7,7 @@ when every id file holds integers, str otherwise.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,13 @@ class Events:
     source: str  # file name, for messages
     item_col: str = "item_id"
     csv: bool = False  # rows are CSV lines: messages then give line numbers
+    lines: Array | None = None  # (E,) line of each event, for a file with several a line
+
+    def position(self, row: int) -> str:
+        """Where event ``row`` is in its file, for messages: a line, or a parquet row."""
+        if self.lines is not None:
+            return f"{self.source} line {int(self.lines[row])}"
+        return where(self.source, row, self.csv)
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,8 @@ def where(source: str, row: int, csv: bool) -> str:
 def read_table(path: Path, what: str) -> pa.Table:
     """A whole CSV/TSV (header row required) or parquet file; empty files are an error."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, where the {what} file should be")
     if not path.is_file():
         raise DataError(f"{what} file not found: {path}")
     suffix = path.suffix.lower()
@@ -75,10 +85,37 @@ def read_table(path: Path, what: str) -> pa.Table:
     except (pa.ArrowInvalid, OSError) as exc:
         if path.stat().st_size == 0 or "Empty CSV file" in str(exc):
             raise DataError(f"{path.name}: file is empty") from None
+        if "CSV parse error" in str(exc):
+            raise _bad_csv_line(path, DELIMITERS.get(suffix, ","), exc) from None
         raise DataError(f"{path.name}: cannot read {what} file ({exc})") from None
     if table.num_rows == 0:
         raise DataError(f"{path.name}: file has no data rows")
     return table
+
+
+def _bad_csv_line(path: Path, delimiter: str, exc: Exception) -> DataError:
+    """Name the line of a CSV parse error: the threaded reader does not know it, so read the
+    file again on one thread (only on this failing path), which numbers the rows."""
+    bad: list[Any] = []
+
+    def first_bad(row: Any) -> str:
+        bad.append(row)
+        return "error"
+
+    options = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=first_bad)
+    with contextlib.suppress(pa.ArrowInvalid, OSError):  # the error we know already
+        pacsv.read_csv(
+            path, parse_options=options, read_options=pacsv.ReadOptions(use_threads=False)
+        )
+    if not bad or bad[0].number is None:
+        return DataError(f"{path.name}: cannot parse the file as CSV ({exc})")
+    row = bad[0]
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        header = fh.readline().strip()
+    return DataError(
+        f"{path.name} line {row.number}: {row.actual_columns} fields where the header has "
+        f"{row.expected_columns} ({header}): {row.text!r}"
+    )
 
 
 def require(table: pa.Table, column: str, source: str, option: str) -> pa.ChunkedArray:
@@ -96,9 +133,26 @@ def check_no_nulls(col: pa.ChunkedArray, source: str, name: str, csv: bool) -> N
         raise DataError(f"{where(source, row, csv)}: column {name!r} is empty (null)")
 
 
+def utf8(col: pa.ChunkedArray, source: str, name: str, csv: bool) -> pa.ChunkedArray:
+    """A CSV column holding bytes that are not UTF-8 is read as binary: name the first such
+    value's line, else return the column as strings."""
+    if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
+        return col
+    for row, value in enumerate(col.to_pylist()):
+        try:
+            (value or b"").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{where(source, row, csv)}: column {name!r} is not UTF-8 text ({exc.reason} at "
+                f"byte {exc.start} of {value!r}); save the file as UTF-8"
+            ) from None
+    return col.cast(pa.string())
+
+
 def id_values(col: pa.ChunkedArray, source: str, name: str, csv: bool) -> pa.ChunkedArray:
     """An id column as int64 or string; nulls, floats and empty strings are errors."""
     check_no_nulls(col, source, name, csv)
+    col = utf8(col, source, name, csv)
     if pa.types.is_integer(col.type):
         return col.cast(pa.int64())
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
@@ -181,11 +235,11 @@ def load_inputs(
         if col in strict:
             require(itable, col, isrc, option)
         present[col] = itable.column(col) if col in itable.column_names else None
-    titles = _strings(present[title_col], isrc, title_col)
-    images = _strings(present[image_col], isrc, image_col)
+    titles = text_values(present[title_col], isrc, title_col, icsv)
+    images = text_values(present[image_col], isrc, image_col, icsv)
     if images is not None:
         images = [str((items_path.parent / p).resolve()) if p else None for p in images]
-    tags = _tag_lists(present[tags_col], isrc, tags_col, tag_sep)
+    tags = _tag_lists(present[tags_col], isrc, tags_col, tag_sep, icsv)
 
     (user_ids,) = unify_ids(users)
     event_items, item_ids = unify_ids(items, ids)
@@ -196,9 +250,13 @@ def load_inputs(
     )
 
 
-def _strings(col: pa.ChunkedArray | None, source: str, name: str) -> list[str | None] | None:
+def text_values(
+    col: pa.ChunkedArray | None, source: str, name: str, csv: bool
+) -> list[str | None] | None:
+    """A text column as strings, empty values as None; None when there is no column."""
     if col is None:
         return None
+    col = utf8(col, source, name, csv)
     kind = col.type
     if pa.types.is_null(kind):  # an all-empty CSV column is inferred as null type
         return [None] * len(col)
@@ -210,7 +268,7 @@ def _strings(col: pa.ChunkedArray | None, source: str, name: str) -> list[str | 
 
 
 def _tag_lists(
-    col: pa.ChunkedArray | None, source: str, name: str, sep: str
+    col: pa.ChunkedArray | None, source: str, name: str, sep: str, csv: bool
 ) -> list[list[str]] | None:
     if col is None:
         return None
@@ -219,7 +277,7 @@ def _tag_lists(
         if not pa.types.is_string(kind.value_type):
             raise DataError(f"{source}: column {name!r} must list strings, found {kind}")
         return [[t for t in (row or []) if t] for row in col.to_pylist()]
-    strings = _strings(col, source, name)
+    strings = text_values(col, source, name, csv)
     assert strings is not None
     return [s.split(sep) if s else [] for s in strings]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from mmctr.errors import DataError
 from mmctr.prepare.convert.core import convert
@@ -24,6 +23,7 @@ from mmctr.prepare.convert.io import (
     id_values,
     read_table,
     require,
+    text_values,
     unify_ids,
 )
 from mmctr.prepare.convert.options import ConvertOptions
@@ -38,10 +38,16 @@ def read_pairs(path: Path) -> tuple[Events, dict[str, Any]]:
         raise DataError(f"pairs file not found: {path}")
     users: list[int] = []
     items: list[int] = []
+    lines: list[int] = []
     empty_users = 0
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path.name} line {n}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                ) from None
             if not line.strip():
                 continue  # a blank line holds no user
             user, sep, rest = line.partition("\t")
@@ -55,6 +61,7 @@ def read_pairs(path: Path) -> tuple[Events, dict[str, Any]]:
                 empty_users += 1
             users.extend([uid] * len(seq))
             items.extend(seq)
+            lines.extend([n] * len(seq))
     if not items:
         raise DataError(f"{path.name}: file is empty (no interactions)")
     events = Events(
@@ -63,6 +70,7 @@ def read_pairs(path: Path) -> tuple[Events, dict[str, Any]]:
         order=np.arange(len(items), dtype=np.int64),
         source=path.name,
         item_col="item",
+        lines=np.asarray(lines, dtype=np.int64),
     )
     skipped = {}
     if empty_users:
@@ -83,7 +91,8 @@ def read_titles(path: Path, covers: Path | None = None) -> tuple[Items, dict[str
         require(table, "item", path.name, "a header 'item,title'"), path.name, "item", csv
     )
     titles_col = require(table, "title", path.name, "a header 'item,title'")
-    titles = [t if t else None for t in titles_col.cast(pa.string()).to_pylist()]
+    titles = text_values(titles_col, path.name, "title", csv)
+    assert titles is not None
     (item_ids,) = unify_ids(ids)
     duplicate_check(item_ids, path.name, "item", csv)
     images: list[str | None] | None = None

@@ -12,7 +12,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from mmctr.atomic import atomic_path
-from mmctr.data.reader import check_not_null, open_parquet
+from mmctr.data.checks import check_not_null, open_parquet
 from mmctr.errors import ConfigError, DataError
 
 SUFFIXES = (".csv", ".parquet")
