@@ -15,11 +15,16 @@ class ItemEncoder(nn.Module):
     buffers filled by ``load_item_features``: it belongs to the data, not to the weights, and is
     gathered by index on the device. Padding id 0 maps to the zero vector.
 
+    A new item (one without a learned id: registered after training, or held out of it) reads
+    the id table's padding row, which is zero, and is represented by its tags and frozen
+    embedding alone (``id_rows``; ``mark_new_items``).
+
     Shape: (...) int ids -> (..., out_dim).
     """
 
     item_tags: torch.Tensor  # (N, T) buffer
     item_emb: torch.Tensor  # (N, D) buffer
+    id_rows: torch.Tensor  # (N,) buffer: the id-embedding row of each item, 0 for a new one
 
     def __init__(
         self,
@@ -38,6 +43,8 @@ class ItemEncoder(nn.Module):
         )
         self.use_multimodal = cfg.use_multimodal
         self.register_buffer("item_emb", torch.zeros(num_items, emb_dim), persistent=False)
+        self.register_buffer("id_rows", torch.arange(num_items), persistent=False)
+        self.num_id_rows = num_items
         self.mm_proj: nn.Linear | None = None
         mm_width = 0
         if cfg.use_multimodal:
@@ -49,20 +56,44 @@ class ItemEncoder(nn.Module):
         self.out_dim = cfg.id_dim + cfg.tag_dim + mm_width
 
     def load_item_features(self, tags: torch.Tensor, emb: torch.Tensor) -> None:
-        """Copy the data's item table in: tags (N, T) ints, emb (N, D) floats."""
-        if tags.shape != self.item_tags.shape or emb.shape != self.item_emb.shape:
+        """Copy the data's item table in: tags (N, T) ints, emb (N, D) floats.
+
+        N may exceed the items the model was trained on: the extra rows are new items, which
+        read the zero id row. Items marked new (``mark_new_items``) stay marked.
+        """
+        if (
+            tags.shape[0] < self.num_id_rows
+            or (
+                tags.shape[1:] != self.item_tags.shape[1:]
+                or emb.shape[1:] != self.item_emb.shape[1:]
+            )
+            or tags.shape[0] != emb.shape[0]
+        ):
             raise ValueError(
                 f"item features of shape {tuple(tags.shape)}, {tuple(emb.shape)} do not fit a "
                 f"model built for {tuple(self.item_tags.shape)}, {tuple(self.item_emb.shape)}"
             )
+        device = self.item_tags.device
+        if tags.shape[0] != self.item_tags.shape[0]:
+            known = torch.arange(tags.shape[0], device=device)
+            known[self.num_id_rows :] = 0
+            known[: self.num_id_rows] = self.id_rows[: self.num_id_rows]
+            self.item_tags = torch.empty_like(tags, device=device)
+            self.item_emb = torch.empty(emb.shape, dtype=self.item_emb.dtype, device=device)
+            self.id_rows = known
         self.item_tags.copy_(tags)
         self.item_emb.copy_(emb)
+
+    def mark_new_items(self, ids: torch.Tensor) -> None:
+        """Treat these items as new: their id embedding is the zero padding row, never trained
+        (a cold-start evaluation holds items out of training this way)."""
+        self.id_rows[ids.to(self.id_rows.device)] = 0
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         tags = self.item_tags[ids]  # (..., T)
         count = (tags != 0).sum(-1, keepdim=True).clamp(min=1)
         # padding tags embed to zero, so the sum over all T slots is the sum over real tags
-        parts = [self.id_emb(ids), self.tag_emb(tags).sum(-2) / count]
+        parts = [self.id_emb(self.id_rows[ids]), self.tag_emb(tags).sum(-2) / count]
         if self.use_multimodal:
             frozen = self.item_emb[ids]
             parts.append(frozen if self.mm_proj is None else self.mm_proj(frozen))
