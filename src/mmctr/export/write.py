@@ -133,7 +133,7 @@ def _check(graph: ScoringGraph, iface: Interface, fmt: str, path: Path) -> float
     with torch.no_grad():
         expected = graph(*inputs)[0].numpy()
     if fmt == "torchscript":
-        with torch.no_grad():
+        with _quiet(), torch.no_grad():
             got = torch.jit.load(str(path))(*inputs)[0].numpy()
     else:
         try:
