@@ -170,3 +170,11 @@ def test_cli_bad_format_and_run(
     assert not out.exists()
     with pytest.raises(ConfigError, match="format 'tflite' is not one of onnx, torchscript"):
         export_run(run, tiny_data_master, "tflite", out)
+
+
+def test_cli_offers_the_exporters_formats() -> None:
+    """The CLI keeps its own copy of the format names so that ``--help`` imports no torch."""
+    from mmctr.cli import export as export_cli
+    from mmctr.export import FORMATS
+
+    assert export_cli.FORMATS == FORMATS
