@@ -25,6 +25,7 @@ import torch
 from mmctr.config import Config, load_config
 from mmctr.data import DataSchema, ItemTable, Split, load_dataset
 from mmctr.errors import CheckpointError
+from mmctr.items import NEW_ITEMS_FILE, check_new_items, read_new_items
 from mmctr.model import CTRModel, build_model, parameter_counts
 from mmctr.training import checkpoint as ckpt
 from mmctr.training.inference import attach_items, autocast, predict_probs, resolve_device
@@ -96,6 +97,28 @@ class Scorer:
             raise CheckpointError(f"split {rows.name!r} has no labels to evaluate against")
         return all_metrics(rows.users, rows.labels, self.predict(rows))
 
+    @property
+    def num_items(self) -> int:
+        """Items this scorer knows: the trained ones and any new ones added since."""
+        return int(self.model.items.item_tags.shape[0])
+
+    def add_items(self, tags: Any, emb: Any) -> np.ndarray:
+        """Register new items (cold start): (M, T) tag ids and (M, D) frozen embeddings.
+
+        Returns their ids, the next free ones. They score from their tags and embedding with
+        the zero id row (``ItemEncoder``); nothing is written (``mmctr items add`` keeps them).
+        """
+        item_tags, emb_rows = check_new_items(
+            tags, emb, tags_per_item=self.schema.tags_per_item, num_tags=self.schema.num_tags,
+            emb_dim=self.schema.emb_dim, where="new items",
+        )  # fmt: skip
+        first = self.num_items
+        encoder = self.model.items
+        grown_tags = torch.cat([encoder.item_tags.cpu(), torch.from_numpy(item_tags)])
+        grown_emb = torch.cat([encoder.item_emb.cpu(), torch.from_numpy(emb_rows)])
+        encoder.load_item_features(grown_tags, grown_emb)
+        return np.arange(first, first + len(item_tags))
+
     @torch.inference_mode()
     def score(self, history: Any, target: Any, context: Any) -> np.ndarray:
         """Click probabilities of plain arrays, no parquet involved.
@@ -123,8 +146,8 @@ class Scorer:
                 f"history has {hist.shape[0]} rows, target {rows}, context {ctx.shape[0]}: "
                 "give one row per scored pair"
             )
-        _check_range(hist, self.schema.num_items, "history", "item id")
-        _check_range(tgt, self.schema.num_items, "target", "item id")
+        _check_range(hist, self.num_items, "history", "item id")
+        _check_range(tgt, self.num_items, "target", "item id")
         vocab = self.schema.context_vocab_sizes
         if ctx.shape[1] != len(vocab):
             cols = ", ".join(self.config.data.context_cols)
@@ -148,7 +171,15 @@ def load_run(
     trained.model.to(target)
     attach_items(trained.model, data.items)
     trained.model.eval()
-    return Scorer(trained.model, trained.config, trained.schema, data.items, Path(data_dir), target)
+    scorer = Scorer(
+        trained.model, trained.config, trained.schema, data.items, Path(data_dir), target
+    )
+    registered = read_new_items(run_dir)
+    if registered is not None:
+        ids = scorer.add_items(registered[1], registered[2])
+        if not np.array_equal(ids, registered[0]):
+            raise CheckpointError(f"{run_dir}: {NEW_ITEMS_FILE} does not follow the run's items")
+    return scorer
 
 
 def _is_ragged(history: Any) -> bool:

@@ -18,6 +18,7 @@ from mmctr.cli import embed as embed_cli
 from mmctr.cli import experiment as experiment_cli
 from mmctr.cli import explain as explain_cli
 from mmctr.cli import export as export_cli
+from mmctr.cli import items as items_cli
 from mmctr.cli.flags import add_progress_flag, add_set_flag
 from mmctr.errors import MmctrError, StorageError
 from mmctr.runtime import keep_freed_memory
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment_cli.add_parser(sub)
     export_cli.add_parser(sub)
     explain_cli.add_parser(sub)
+    items_cli.add_parser(sub)
     return parser
 
 

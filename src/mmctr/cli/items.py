@@ -1,0 +1,93 @@
+"""`mmctr items add`: register new items with a trained run (cold start)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mmctr.errors import DataError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("items", help="new items of a trained run, scored without a learned id")
+    actions = p.add_subparsers(dest="items_command", required=True)
+    a = actions.add_parser(
+        "add",
+        help="register items from a parquet file: item_tags and item_emb, or title / image_path",
+    )
+    a.add_argument("--run", required=True, help="run directory written by `mmctr train`")
+    a.add_argument("--data", required=True, help="the data folder the run was trained on")
+    a.add_argument(
+        "--items",
+        required=True,
+        help="parquet with item_tags (list of tag ids) and item_emb (the frozen embedding), or "
+        "title and/or image_path to embed with --pca",
+    )
+    a.add_argument("--pca", help="the .pca.npz that made the data's embeddings (with title/image)")
+    a.add_argument("--image-root", help="folder that relative image paths start from")
+    a.add_argument("--json", action="store_true", help="print the new ids as JSON")
+    a.set_defaults(func=add_items)
+
+
+def add_items(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mmctr.api import load_run
+    from mmctr.items import write_new_items
+    from mmctr.training.lock import run_lock
+
+    table = _read(args.items)
+    with run_lock(Path(args.run)):  # one writer of the run folder, as for training
+        scorer = load_run(args.run, args.data, device="cpu")  # with the items added before
+        tags = _column(table, "item_tags", args.items)
+        if "item_emb" in table.column_names:
+            emb = np.array(_column(table, "item_emb", args.items), dtype=np.float64)
+        else:
+            emb = _embed(table, args)
+        ids = scorer.add_items(np.array(tags, dtype=np.int64), emb)
+        first, encoder = scorer.schema.num_items, scorer.model.items
+        write_new_items(
+            args.run,
+            np.arange(first, ids[-1] + 1),
+            encoder.item_tags[first:].numpy(),
+            encoder.item_emb[first:].numpy(),
+        )
+    if args.json:
+        print(json.dumps({"ids": ids.tolist()}))
+    else:
+        print(f"registered {len(ids):,} new items with {args.run}: ids {ids[0]}..{ids[-1]}")
+    return 0
+
+
+def _read(path: str) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: cannot read it as parquet ({exc})") from None
+
+
+def _column(table: pa.Table, name: str, path: str) -> list[Any]:
+    if name not in table.column_names:
+        raise DataError(f"{path}: missing column {name!r} (has {', '.join(table.column_names)})")
+    values = table.column(name).to_pylist()
+    bad = [i for i, v in enumerate(values) if v is None]
+    if bad:
+        raise DataError(f"{path}: column {name!r} row {bad[0]} is null")
+    return values
+
+
+def _embed(table: pa.Table, args: argparse.Namespace) -> np.ndarray:
+    from mmctr.items import embed_from_content
+
+    titles = table.column("title").to_pylist() if "title" in table.column_names else None
+    images = table.column("image_path").to_pylist() if "image_path" in table.column_names else None
+    if titles is None and images is None:
+        raise DataError(f"{args.items}: give item_emb, or title and/or image_path with --pca")
+    if not args.pca:
+        raise DataError(f"{args.items}: embedding items from title/image_path needs --pca FILE")
+    return embed_from_content(args.pca, titles, images, image_root=args.image_root)

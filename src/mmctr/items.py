@@ -1,0 +1,107 @@
+"""New items of a trained run (cold start): registered after training, scored from their tags
+and frozen multimodal embedding.
+
+A new item gets the next free id (the trained items are 0 .. N-1), reads the zero padding row
+of the id table, and carries its tags and 128-d embedding, given directly or computed from its
+title and/or cover image with the encoders and PCA that made the data's embeddings (the
+``.pca.npz`` beside them; the ``embed`` extra). ``mmctr items add`` keeps them in
+``RUN/new_items.parquet``, which ``load_run`` reads back; the service registers them in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mmctr.atomic import atomic_path
+from mmctr.errors import DataError
+
+NEW_ITEMS_FILE = "new_items.parquet"
+TAGS, EMB, ID = "item_tags", "item_emb", "item_id"
+
+
+def check_new_items(
+    tags: np.ndarray, emb: np.ndarray, *, tags_per_item: int, num_tags: int, emb_dim: int,
+    where: str,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(M, T) tag ids and (M, D) embeddings as int64 / float32, or DataError naming the row."""
+    tags, emb = np.asarray(tags), np.asarray(emb)
+    if tags.ndim != 2 or tags.shape[1] != tags_per_item:
+        raise DataError(f"{where}: tags must be {tags_per_item} ids an item, got {tags.shape}")
+    if emb.ndim != 2 or emb.shape[1] != emb_dim:
+        raise DataError(f"{where}: embeddings must be {emb_dim} values an item, got {emb.shape}")
+    if len(tags) != len(emb) or len(tags) == 0:
+        raise DataError(f"{where}: give one tags list and one embedding per item, at least one")
+    if tags.size and not np.issubdtype(tags.dtype, np.integer):
+        raise DataError(f"{where}: tags must be integer ids, got {tags.dtype}")
+    bad = np.flatnonzero(((tags < 0) | (tags >= num_tags)).any(1))
+    if bad.size:
+        raise DataError(f"{where}: item {bad[0]} has a tag outside the run's 0..{num_tags - 1}")
+    bad = np.flatnonzero(~np.isfinite(emb.astype(np.float64)).all(1))
+    if bad.size:
+        raise DataError(f"{where}: item {bad[0]} has a NaN or infinite embedding value")
+    return tags.astype(np.int64), emb.astype(np.float32)
+
+
+def read_new_items(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(ids, tags, emb) registered for a run, or None when it has none."""
+    path = Path(run_dir) / NEW_ITEMS_FILE
+    if not path.is_file():
+        return None
+    try:
+        table = pq.read_table(path)
+        ids = table.column(ID).to_numpy()
+        tags = np.array(table.column(TAGS).to_pylist(), dtype=np.int64)
+        emb = np.array(table.column(EMB).to_pylist(), dtype=np.float32)
+    except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: not a new-items file written by mmctr ({exc})") from None
+    return ids, tags, emb
+
+
+def write_new_items(
+    run_dir: str | Path, ids: np.ndarray, tags: np.ndarray, emb: np.ndarray
+) -> Path:
+    """Write every new item of a run (the old ones and the added), atomically."""
+    table = pa.table(
+        {
+            ID: pa.array(ids, pa.int64()),
+            TAGS: pa.array(tags.tolist(), pa.list_(pa.int64())),
+            EMB: pa.array(emb.tolist(), pa.list_(pa.float32())),
+        }
+    )
+    path = Path(run_dir) / NEW_ITEMS_FILE
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def embed_from_content(
+    pca_file: str | Path, titles: list[str | None] | None, images: list[str | None] | None,
+    *, image_root: str | Path | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Frozen embeddings of new items from their titles / cover images, in the space of a saved
+    PCA, with the encoders recorded in it (needs the ``embed`` extra)."""
+    from mmctr.prepare.embed import (
+        DEFAULT_IMAGE_ENCODER,
+        DEFAULT_TEXT_ENCODER,
+        FittedPCA,
+        encode_items,
+    )
+
+    pca = FittedPCA.load(pca_file)
+    encoders = pca.encoders
+    if titles is not None and "text" not in encoders:
+        raise DataError(f"{pca_file}: its PCA has no text block; give embeddings or images")
+    if images is not None and "image" not in encoders:
+        raise DataError(f"{pca_file}: its PCA has no image block; give embeddings or titles")
+    count = len(titles if titles is not None else images or [])
+    raw = encode_items(
+        np.arange(1, count + 1), titles, images,
+        text_encoder=encoders.get("text", DEFAULT_TEXT_ENCODER),
+        image_encoder=encoders.get("image", DEFAULT_IMAGE_ENCODER),
+        progress=False, image_root=image_root,
+    )  # fmt: skip
+    return pca.project(raw.text, raw.image)

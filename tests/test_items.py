@@ -1,0 +1,84 @@
+"""Cold start through the faces: `mmctr items add`, and new items in `load_run` and `score`."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import TINY_TOML
+
+import mmctr
+from mmctr.cli.main import main
+from mmctr.config import Config
+from mmctr.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def run(tiny_data_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("items") / "run"
+    config = Config.from_dict(tomllib.loads(TINY_TOML))
+    mmctr.train(tiny_data_master, config, out, overrides=["train.epochs=1"], log=lambda _: None)
+    return out
+
+
+def items_file(path: Path, tags: list[list[int]], emb: list[list[float]]) -> Path:
+    pq.write_table(pa.table({"item_tags": tags, "item_emb": emb}), path)
+    return path
+
+
+def test_added_items_score_from_tags_and_embedding(
+    run: Path, tiny_data_master: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scorer = mmctr.load_run(run, tiny_data_master, device="cpu")
+    n = scorer.num_items
+    tags, emb = scorer.items.tags[4].tolist(), scorer.items.emb[4].tolist()
+    new_file = items_file(tmp_path / "new.parquet", [tags], [emb])
+    code = main(["items", "add", "--run", str(run), "--data", str(tiny_data_master),
+                 "--items", str(new_file), "--json"])  # fmt: skip
+    assert code == 0 and f'"ids": [{n}]' in capsys.readouterr().out
+    again = mmctr.load_run(run, tiny_data_master, device="cpu")
+    assert again.num_items == n + 1
+    history, context = [[5, 9, 2]], [[1, 2]]
+    new = again.score(history, [n], context)
+    scorer.model.items.mark_new_items(torch.tensor([4]))  # item 4 without its learned id
+    assert np.allclose(new, scorer.score(history, [4], context), atol=1e-6)
+    assert main(["items", "add", "--run", str(run), "--data", str(tiny_data_master),
+                 "--items", str(tmp_path / "new.parquet")]) == 0  # fmt: skip
+    assert mmctr.load_run(run, tiny_data_master).num_items == n + 2, "a second add appends"
+
+
+def test_in_memory_registration_and_refusals(run: Path, tiny_data_master: Path) -> None:
+    scorer = mmctr.load_run(run, tiny_data_master, device="cpu")
+    t, d = scorer.schema.tags_per_item, scorer.schema.emb_dim
+    ids = scorer.add_items(np.ones((2, t), dtype=np.int64), np.zeros((2, d)))
+    assert ids.tolist() == [scorer.num_items - 2, scorer.num_items - 1]
+    with pytest.raises(DataError, match="has a tag outside"):
+        scorer.add_items(np.full((1, t), 10**6), np.zeros((1, d)))
+    with pytest.raises(DataError, match="NaN or infinite"):
+        scorer.add_items(np.ones((1, t), dtype=np.int64), np.full((1, d), np.nan))
+    with pytest.raises(DataError, match=f"{d} values an item"):
+        scorer.add_items(np.ones((1, t), dtype=np.int64), np.zeros((1, d + 1)))
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        scorer.score([[1]], [scorer.num_items], [[0, 0]])
+
+
+def test_items_add_refuses_bad_files(
+    run: Path, tiny_data_master: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"title": ["a red bike"], "item_tags": [[1, 2, 3]]}), bad)
+    args = ["items", "add", "--run", str(run), "--data", str(tiny_data_master), "--items"]
+    assert main([*args, str(bad)]) == 2
+    assert "needs --pca FILE" in capsys.readouterr().err
+    pq.write_table(pa.table({"item_emb": [[0.0]]}), bad)
+    assert main([*args, str(bad)]) == 2
+    assert "missing column 'item_tags'" in capsys.readouterr().err
+    bad.write_text("not parquet")
+    assert main([*args, str(bad)]) == 2
+    assert "cannot read it as parquet" in capsys.readouterr().err
