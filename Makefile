@@ -7,12 +7,12 @@ STAMP := $(VENV)/.installed
 .PHONY: setup demo test lint clean
 
 # CPU PyTorch is pinned here, in the install step; the package itself declares a range so
-# that users on GPUs can bring a CUDA build. The embed (offline text and image encoders) and
-# tensorboard extras are installed too, so that the tests exercise them.
+# that users on GPUs can bring a CUDA build. The embed (offline text and image encoders),
+# tensorboard and serve (HTTP scoring) extras are installed too, so that the tests exercise them.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[dev,embed,tensorboard]"
+	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[dev,embed,tensorboard,serve]"
 	touch $(STAMP)
 
 setup: $(STAMP)

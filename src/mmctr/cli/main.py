@@ -17,6 +17,7 @@ from mmctr.cli import convert as convert_cli
 from mmctr.cli import embed as embed_cli
 from mmctr.cli import experiment as experiment_cli
 from mmctr.cli import explain as explain_cli
+from mmctr.cli import serve as serve_cli
 from mmctr.cli.flags import add_progress_flag, add_set_flag
 from mmctr.errors import MmctrError, StorageError
 from mmctr.runtime import keep_freed_memory
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed_cli.add_parser(sub)
     experiment_cli.add_parser(sub)
     explain_cli.add_parser(sub)
+    serve_cli.add_parser(sub)
     return parser
 
 
