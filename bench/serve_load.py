@@ -48,13 +48,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=10_000)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--candidates", type=int, default=100)
-    p.add_argument("--history", type=int, default=20)
+    p.add_argument("--history", type=int, default=20, help="history items per valid request")
+    p.add_argument(
+        "--real-histories",
+        action="store_true",
+        help="instead of --history random items, the histories and context of random train rows "
+        "of --data (the rows `mmctr bench` times, so its samples/s compare like for like)",
+    )
     p.add_argument("--malformed", type=float, default=0.1, help="share of malformed requests")
     p.add_argument("--checkpoint", type=int, default=1000, help="memory reading after N requests")
     p.add_argument("--warmup", type=int, default=50, help="untimed valid requests first")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="server torch threads (with --run)")
     p.add_argument("--serve-arg", action="append", default=[], help="extra `mmctr serve` flag")
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="with --run: also time Scorer.score_groups in this process on the same shapes "
+        "(batches of the server's mean size, --threads torch threads): the model without HTTP",
+    )
     p.add_argument("--out", type=Path, help="also write the JSON report here")
     return p.parse_args(argv)
 
@@ -147,6 +159,15 @@ class Memory:
             await asyncio.sleep(0.1)
 
 
+def real_rows(data_dir: str) -> tuple[Any, Any]:
+    """(histories, context levels) of the train split, as the run reads them."""
+    from mmctr.config import Config
+    from mmctr.data import load_dataset
+
+    train = load_dataset(data_dir, Config().data, ("train",))["train"]
+    return train.history, train.context
+
+
 class Requests:
     """Seeded request bodies: valid ones and one of each malformed kind in turn."""
 
@@ -156,9 +177,19 @@ class Requests:
         self.context = model["vocab"]["context"]
         self.limits = model["limits"]
         self.args = args
+        self.real = real_rows(args.data) if args.real_histories else None
 
     def valid(self) -> dict[str, Any]:
         r, a = self.rng, self.args
+        if self.real is not None:
+            i = r.randrange(len(self.real[0]))
+            history = [int(v) for v in self.real[0][i] if v != 0]  # left-padded, oldest first
+            context = dict(zip(self.context, (int(v) for v in self.real[1][i]), strict=True))
+            return {
+                "history": history,
+                "context": context,
+                "candidates": [r.randrange(1, self.items) for _ in range(a.candidates)],
+            }
         return {
             "history": [r.randrange(1, self.items) for _ in range(a.history)],
             "context": {k: r.randrange(size) for k, size in self.context.items()},
@@ -317,6 +348,30 @@ def report(
     }
 
 
+def in_process(args: argparse.Namespace, model: dict[str, Any], batch_rows: float) -> float:
+    """Candidates/s of ``Scorer.score_groups`` on batches shaped like the server's."""
+    import torch
+
+    import mmctr
+
+    torch.set_num_threads(args.threads or 1)
+    scorer = mmctr.load_run(args.run, args.data, device="cpu")
+    maker = Requests(model, args)
+    users = max(1, round(batch_rows / args.candidates))
+    cols = list(model["vocab"]["context"])
+    batches = []
+    for _ in range(20):
+        bodies = [maker.valid() for _ in range(users)]
+        batches.append(
+            [(b["history"], [b["context"][c] for c in cols], b["candidates"]) for b in bodies]
+        )
+    scorer.score_groups(batches[0])
+    start = time.perf_counter()
+    for groups in batches[1:]:
+        scorer.score_groups(groups)
+    return (len(batches) - 1) * users * args.candidates / (time.perf_counter() - start)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     proc, url = start_server(args) if args.run else (None, args.url.rstrip("/"))
@@ -343,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
+    if args.reference and args.run:
+        rate = in_process(args, model, out["server_mean_batch_rows"])
+        out["in_process_candidates_per_s"] = round(rate, 1)
+        out["http_share_of_in_process"] = round(out["candidates_per_s"] / rate, 3)
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:
