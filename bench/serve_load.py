@@ -318,7 +318,7 @@ def report(
         "requests": len(results),
         "concurrency": args.concurrency,
         "candidates": args.candidates,
-        "history": args.history,
+        "history": "train rows of --data" if args.real_histories else args.history,
         "malformed_share": args.malformed,
         "seconds": round(seconds, 2),
         "requests_per_s": round(len(results) / seconds, 1),

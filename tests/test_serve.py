@@ -239,6 +239,28 @@ def test_cli_binds_loopback_by_default(
     assert line.startswith("mmctr serve: run run@") and "on http://127.0.0.1:8000" in line
 
 
+def test_cli_workers_load_the_model_in_each_process(
+    run_dir: Path, tiny_data_master: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    from mmctr.serve import app as serve_app
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app))
+    monkeypatch.setenv(serve_app.SETTINGS_ENV, "")  # restored (unset) after the test
+    args = ["serve", "--run", str(run_dir), "--data", str(tiny_data_master), "--workers", "2"]
+    assert main([*args, "--max-wait-ms", "7"]) == 0
+    assert (
+        seen["app"] == "mmctr.serve.app:app_from_env" and seen["factory"] and seen["workers"] == 2
+    )
+    settings = ServeSettings.from_json(os.environ[serve_app.SETTINGS_ENV])
+    assert settings.max_wait_ms == 7 and settings.workers == 2 and settings.threads >= 1
+    monkeypatch.setenv(serve_app.SETTINGS_ENV, settings.to_json())
+    with TestClient(serve_app.app_from_env()) as c:  # what each worker builds
+        assert c.post("/v1/score", json=body()).status_code == 200
+
+
 def test_cli_refuses_a_bad_run_folder(
     tmp_path: Path, tiny_data_master: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
