@@ -8,11 +8,12 @@ STAMP := $(VENV)/.installed
 
 # CPU PyTorch is pinned here, in the install step; the package itself declares a range so
 # that users on GPUs can bring a CUDA build. The embed (offline text and image encoders),
-# tensorboard and export (ONNX) extras are installed too, so that the tests exercise them.
+# tensorboard, export (ONNX) and serve (HTTP scoring) extras are installed too, so that the tests
+# exercise them.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[dev,embed,tensorboard,export]"
+	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[dev,embed,tensorboard,export,serve]"
 	touch $(STAMP)
 
 setup: $(STAMP)

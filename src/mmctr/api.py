@@ -32,6 +32,10 @@ from mmctr.training.inference import attach_items, autocast, predict_probs, reso
 from mmctr.training.loop import FitResult, Log, Monitor, fit
 from mmctr.training.metrics import all_metrics
 
+IdList = Sequence[int] | np.ndarray
+Group = tuple[IdList, IdList, IdList]
+"""One user's (history ids oldest first, context levels, candidate ids) for ``score_groups``."""
+
 
 def train(
     data_dir: str | Path,
@@ -128,7 +132,39 @@ class Scorer:
         the order of ``config.data.context_cols``. Ids outside the model's vocabularies raise
         ValueError naming the argument.
         """
-        hist, tgt, ctx = self._tensors(history, target, context)
+        return self._forward(*self._tensors(history, target, context))
+
+    @torch.inference_mode()
+    def score_groups(self, groups: Sequence[Group]) -> list[np.ndarray]:
+        """One forward pass for several users, each a history scored against many candidates.
+
+        A group is (history ids oldest first, context levels in ``config.data.context_cols``
+        order, candidate ids); the result is one probability array per group, in candidate
+        order. Each history is laid out once and repeated per candidate inside torch, which is
+        what a ranking service wants: a few hundred candidates share one history. Every history
+        is left-padded to at least the model's ``max_len``, so a group's scores do not depend on
+        the other groups it is scored with (the model reads the same window either way).
+        """
+        if not groups:
+            return []
+        counts = np.fromiter((len(g[2]) for g in groups), dtype=np.int64, count=len(groups))
+        width = max(self.model.cfg.max_len, max(len(g[0]) for g in groups), 1)
+        hist = np.zeros((len(groups), width), dtype=np.int64)
+        for i, (history, _, _) in enumerate(groups):
+            if len(history):
+                hist[i, width - len(history) :] = history
+        ctx = np.asarray([g[1] for g in groups], dtype=np.int64).reshape(len(groups), -1)
+        tgt = np.concatenate([np.asarray(g[2], dtype=np.int64) for g in groups])
+        self._check(hist, tgt, ctx)
+        repeats = torch.from_numpy(counts)
+        probs = self._forward(
+            torch.from_numpy(hist).repeat_interleave(repeats, dim=0),
+            torch.from_numpy(tgt),
+            torch.from_numpy(ctx).repeat_interleave(repeats, dim=0),
+        )
+        return np.split(probs, np.cumsum(counts)[:-1])
+
+    def _forward(self, hist: torch.Tensor, tgt: torch.Tensor, ctx: torch.Tensor) -> np.ndarray:
         self.model.eval()
         with autocast(self.device, "fp32"):
             logits = self.model(hist.to(self.device), tgt.to(self.device), ctx.to(self.device))
@@ -146,6 +182,11 @@ class Scorer:
                 f"history has {hist.shape[0]} rows, target {rows}, context {ctx.shape[0]}: "
                 "give one row per scored pair"
             )
+        self._check(hist, tgt, ctx)
+        return tuple(torch.from_numpy(a) for a in (hist, tgt, ctx))  # type: ignore[return-value]
+
+    def _check(self, hist: np.ndarray, tgt: np.ndarray, ctx: np.ndarray) -> None:
+        """ValueError naming the argument when an id is outside the model's vocabularies."""
         _check_range(hist, self.num_items, "history", "item id")
         _check_range(tgt, self.num_items, "target", "item id")
         vocab = self.schema.context_vocab_sizes
@@ -154,7 +195,6 @@ class Scorer:
             raise ValueError(f"context has {ctx.shape[1]} columns; the model reads {cols}")
         for j, (name, size) in enumerate(zip(self.config.data.context_cols, vocab, strict=True)):
             _check_range(ctx[:, j], size, f"context column {name}", "level")
-        return tuple(torch.from_numpy(a) for a in (hist, tgt, ctx))  # type: ignore[return-value]
 
 
 def load_run(
@@ -215,4 +255,4 @@ def _check_range(array: np.ndarray, size: int, name: str, what: str) -> None:
         )
 
 
-__all__ = ["Scorer", "load_run", "train"]
+__all__ = ["Group", "Scorer", "load_run", "train"]

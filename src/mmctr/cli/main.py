@@ -19,6 +19,7 @@ from mmctr.cli import experiment as experiment_cli
 from mmctr.cli import explain as explain_cli
 from mmctr.cli import export as export_cli
 from mmctr.cli import items as items_cli
+from mmctr.cli import serve as serve_cli
 from mmctr.cli.flags import add_progress_flag, add_set_flag
 from mmctr.errors import MmctrError, StorageError
 from mmctr.runtime import keep_freed_memory
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_cli.add_parser(sub)
     explain_cli.add_parser(sub)
     items_cli.add_parser(sub)
+    serve_cli.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,100 @@
+"""``mmctr serve``: a trained run behind HTTP (docs/serving.md); the serve extra provides the
+web stack, and the run is loaded before the port opens, so a bad run folder exits 2 at once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mmctr.errors import MmctrError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``serve`` under ``sub``."""
+    p = sub.add_parser("serve", help="score candidates of a trained run over HTTP")
+    p.add_argument("--run", required=True, help="run directory written by `mmctr train`")
+    p.add_argument("--data", required=True, help="data directory whose item_info it scores")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default loopback only: no auth)"
+    )
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="processes, each with the model")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads per worker (default (cores-1)/workers)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto")
+    p.add_argument(
+        "--max-batch", type=int, default=2048, help="(history, candidate) rows per forward pass"
+    )
+    p.add_argument(
+        "--max-wait-ms", type=float, default=2.0, help="longest wait for a batch to fill"
+    )
+    p.add_argument("--max-candidates", type=int, default=1000, help="candidates per user")
+    p.add_argument(
+        "--max-history", type=int, default=0, help="history items per user (default: the data's)"
+    )
+    p.add_argument("--max-users", type=int, default=64, help="users per /v1/score/batch")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    p.set_defaults(func=run)
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per worker: the cores shared among the workers, less one for the event
+    loops (HTTP and JSON), at least one. A model thread that competes with the event loop for
+    a core is worse than one thread fewer: OpenMP's waiting threads spin, and on a 2-core
+    machine two torch threads beside a busy event loop served 4.6x fewer candidates per second
+    than one (docs/serving.md).
+    """
+    cores = os.cpu_count() or 1
+    return max(1, (cores - 1) // workers)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from mmctr.serve import app as serve_app
+        from mmctr.serve.settings import ServeSettings, load_served
+    except ImportError as exc:
+        raise MmctrError(
+            f"mmctr serve needs the serve extra ({exc.name} is missing): pip install 'mmctr[serve]'"
+        ) from None
+    settings = ServeSettings(
+        run=str(args.run), data=str(args.data), host=args.host, port=args.port,
+        workers=args.workers, threads=args.threads or default_threads(args.workers),
+        device=args.device, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        max_candidates=args.max_candidates, max_history=args.max_history,
+        max_users=args.max_users, max_body_bytes=args.max_body_bytes,
+    )  # fmt: skip
+    served = load_served(settings)  # CheckpointError / DataError here: exit 2, no port opened
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    print(
+        f"mmctr serve: run {served.run_id} ({settings.run}) on http://{host}:{settings.port} "
+        f"({settings.workers} worker(s) x {settings.threads} torch thread(s); batches up to "
+        f"{settings.max_batch} rows, {settings.max_wait_ms:g} ms wait)",
+        flush=True,
+    )
+    if settings.host not in LOOPBACK:
+        print("mmctr serve: warning: listening beyond this machine, with no authentication")
+    options = {"host": settings.host, "port": settings.port, "access_log": args.access_log}
+    try:
+        if settings.workers == 1:
+            uvicorn.run(serve_app.build_app(served), log_level="warning", **options)
+        else:  # each worker process loads its own copy of the model from the settings
+            del served
+            os.environ[serve_app.SETTINGS_ENV] = settings.to_json()
+            uvicorn.run(
+                "mmctr.serve.app:app_from_env", factory=True, workers=settings.workers,
+                log_level="warning", **options,
+            )  # fmt: skip
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM once uvicorn has shut down cleanly
+        pass
+    print("mmctr serve: stopped", file=sys.stderr)
+    return 0

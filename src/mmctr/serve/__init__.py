@@ -1,0 +1,8 @@
+"""``mmctr serve``: a trained run behind HTTP, for a ranking service to call.
+
+The pieces: ``settings`` (limits and where to listen, the loaded run and its id), ``checks``
+(what a request may hold, refused with the field named), ``batcher`` (concurrent requests
+scored in one forward pass on a worker thread), ``metrics`` (Prometheus counters and the body
+size limit) and ``app`` (the FastAPI routes). FastAPI, uvicorn and prometheus-client come with
+the ``serve`` extra; importing this package alone needs none of them.
+"""

@@ -1,0 +1,120 @@
+"""What a server is told (limits, address) and what it serves (a loaded run with its id)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmctr.api import Scorer, load_run
+from mmctr.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything ``mmctr serve`` takes; plain values so that uvicorn workers get it as JSON.
+
+    ``max_history`` 0 means the stored history length of the run's data (``schema.seq_len``):
+    what the model saw in training. Longer histories are refused rather than cut, so that a
+    caller learns its input was not what the model read.
+    """
+
+    run: str
+    data: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    threads: int = 0  # torch threads per worker; 0 = the cores divided among the workers
+    device: str = "cpu"
+    max_batch: int = 2048  # (history, candidate) rows in one forward pass
+    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
+    max_candidates: int = 1000
+    max_history: int = 0
+    max_users: int = 64  # entries of one /v1/score/batch request
+    max_body_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        positive = ("port", "workers", "max_batch", "max_candidates", "max_users")
+        for name in positive:
+            if getattr(self, name) < (0 if name == "port" else 1):
+                raise ConfigError(f"serve: --{name.replace('_', '-')} must be positive")
+        if self.max_wait_ms < 0 or self.threads < 0 or self.max_history < 0:
+            raise ConfigError("serve: --max-wait-ms, --threads and --max-history must be >= 0")
+        if self.max_candidates > self.max_batch:
+            raise ConfigError(
+                f"serve: --max-candidates {self.max_candidates} exceeds --max-batch "
+                f"{self.max_batch}; one request must fit in one forward pass"
+            )
+        if self.max_body_bytes < 1024:
+            raise ConfigError("serve: --max-body-bytes must be at least 1024")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeSettings:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class Served:
+    """A loaded run as the service sees it: the scorer, its id, and the limits in force."""
+
+    scorer: Scorer
+    run_id: str
+    settings: ServeSettings
+
+    @property
+    def max_history(self) -> int:
+        return self.settings.max_history or self.scorer.schema.seq_len
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /v1/model`` answers: enough for a caller to build valid requests."""
+        cfg, schema = self.scorer.config, self.scorer.schema
+        params = sum(p.numel() for p in self.scorer.model.parameters())
+        return {
+            "run": self.run_id,
+            "run_dir": self.settings.run,
+            "model": {
+                "kind": cfg.model.kind,
+                "parameters": params,
+                "max_len": cfg.model.max_len,
+                "mask": cfg.model.mask,
+                "use_multimodal": cfg.model.use_multimodal,
+                "device": str(self.scorer.device),
+            },
+            "vocab": {
+                "items": schema.num_items,
+                "tags": schema.num_tags,
+                "context": dict(zip(schema.context_cols, schema.context_vocab_sizes, strict=True)),
+            },
+            "context_columns": list(schema.context_cols),
+            "schema_fingerprint": schema.fingerprint,
+            "limits": {
+                "max_history": self.max_history,
+                "max_candidates": self.settings.max_candidates,
+                "max_users": self.settings.max_users,
+                "max_body_bytes": self.settings.max_body_bytes,
+                "max_batch": self.settings.max_batch,
+                "max_wait_ms": self.settings.max_wait_ms,
+            },
+        }
+
+
+def run_id(run_dir: Path) -> str:
+    """The run folder's name and the first 12 hex digits of its model.pt's SHA-256: which
+    weights answered, even after a run folder is retrained in place."""
+    digest = hashlib.sha256()
+    with (run_dir / "model.pt").open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{run_dir.resolve().name}@{digest.hexdigest()[:12]}"
+
+
+def load_served(settings: ServeSettings) -> Served:
+    """Load the run (CheckpointError / DataError on a bad folder) for serving."""
+    scorer = load_run(settings.run, settings.data, device=settings.device)
+    return Served(scorer, run_id(Path(settings.run)), settings)
