@@ -67,3 +67,17 @@ def tiny_config(tiny_config_file: Path) -> Config:
     from mmctr.config import load_config
 
     return load_config(tiny_config_file)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_master(tiny_data_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of the tiny config trained one epoch on the tiny set; copy it before changing it."""
+    import tomllib
+
+    import mmctr
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    config = Config.from_dict(tomllib.loads(TINY_TOML))
+    mmctr.train(tiny_data_master, config, out, overrides=["train.epochs=1"], log=lambda _: None)
+    return out

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import TINY_TOML
 
 import mmctr
-from mmctr.config import Config
 from mmctr.errors import CheckpointError, ConfigError
 
 
 @pytest.fixture(scope="module")
-def nb_run(tiny_data_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("api") / "run"
-    config = Config.from_dict(tomllib.loads(TINY_TOML))
-    mmctr.train(tiny_data_master, config, out, overrides=["train.epochs=1"], log=lambda _: None)
-    return out
+def nb_run(tiny_run_master: Path) -> Path:
+    return tiny_run_master
 
 
 def test_train_load_evaluate_predict(nb_run: Path, tiny_data_master: Path) -> None:

@@ -10,18 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from conftest import TINY_TOML
 
 import mmctr
 from mmctr.cli.main import main
-from mmctr.config import Config
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -35,12 +31,8 @@ CTX = {"likes_level": 3, "views_level": 1}
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_data_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("serve") / "run"
-    config = Config.from_dict(tomllib.loads(TINY_TOML))
-    mmctr.train(tiny_data_master, config, out, overrides=["train.epochs=1"], log=lambda _: None)
-    return out
+def run_dir(tiny_run_master: Path) -> Path:
+    return tiny_run_master
 
 
 def served(run_dir: Path, data: Path, **limits: Any) -> Served:
