@@ -85,6 +85,7 @@ class Scorer:
             (name,),
             schema=self.schema,
             require_labels=require_labels,
+            items=self.items,  # read and checked by load_run
         )
         return data[name]
 

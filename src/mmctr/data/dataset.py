@@ -31,8 +31,12 @@ def load_dataset(
     *,
     schema: DataSchema | None = None,
     require_labels: bool = True,
+    items: ItemTable | None = None,
 ) -> Dataset:
     """Read item_info and the given splits.
+
+    ``items``: the folder's item table already read (e.g. by ``load_run``), so that loading one
+    more split does not read and check item_info again.
 
     Without ``schema`` the vocabularies come from the config or are inferred from every split
     file present, so that valid and test values are in range. With ``schema`` (a trained
@@ -46,7 +50,8 @@ def load_dataset(
     for split in splits:
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    items = read_item_table(data_dir, cfg, num_tags=schema.num_tags if schema else None)
+    if items is None:
+        items = read_item_table(data_dir, cfg, num_tags=schema.num_tags if schema else None)
     vocab, bound = _context_vocab(data_dir, cfg, items, schema)
     loaded: dict[str, Split] = {}
     seq_len: int | None = None  # the first split sets it; the others must agree
