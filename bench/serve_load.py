@@ -353,7 +353,9 @@ def in_process(args: argparse.Namespace, model: dict[str, Any], batch_rows: floa
     import torch
 
     import mmctr
+    from mmctr.runtime import keep_freed_memory
 
+    keep_freed_memory()  # as `mmctr serve` does (the CLI sets it for every command)
     torch.set_num_threads(args.threads or 1)
     scorer = mmctr.load_run(args.run, args.data, device="cpu")
     maker = Requests(model, args)

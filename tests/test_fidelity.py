@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from mmctr.config.train import TrainConfig
 from mmctr.model import DataDims, ModelConfig, SeedCTR
-from mmctr.model.sequence import EncoderLayer
+from mmctr.model.encoder import EncoderLayer
 from mmctr.training.loop import train_step
 
 DIMS = DataDims(

@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mmctr.config import Config
 from mmctr.model import DataDims, ModelConfig, SeedCTR, macs_per_sample, parameter_counts
+from mmctr.model.base import CTRModel
 from mmctr.model.layers import MLP, CrossNetwork
 from mmctr.model.packing import bucket_widths, plan_layout
 from mmctr.model.sequence import trim_history
@@ -250,3 +251,35 @@ def test_factory_builds_the_seed_model_unless_din_is_asked_for() -> None:
     assert type(build_model(din, SMALL_DIMS)) is DIN
     with pytest.raises(ValueError, match="released' applies to the seed model"):
         ModelConfig(kind="din", mask="released")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"pack_tokens": False},
+        {"trim_padding": False, "pack_tokens": False},
+        {"target_concat": False},
+        {"target_concat": False, "pack_tokens": False},
+        {"use_sequence": False},
+        {"mask": "released"},
+    ],
+    ids=["packed", "dense", "untrimmed", "no-concat", "no-concat-dense", "no-sequence", "released"],
+)
+def test_grouped_scoring_equals_scoring_repeated_rows(changes: dict[str, object]) -> None:
+    # float64: sharing a history's work among its candidates changes nothing but rounding
+    model = small_model(**changes).double()
+    history, _, context = batch([20, 0, 7, 3, 12])
+    history[2, -3] = 0  # a hole inside a history
+    g = torch.Generator().manual_seed(3)
+    group = torch.tensor([0, 0, 0, 1, 2, 2, 3, 4, 4, 4, 4, 0])  # unsorted, one group repeated
+    target = torch.randint(1, SMALL_DIMS.num_items, (len(group),), generator=g)
+    with torch.no_grad():
+        grouped = model.forward_groups(history, group, target, context)
+        plain = model(history[group], target, context[group])
+    assert grouped.shape == (len(group),)
+    assert torch.allclose(grouped, plain, rtol=1e-12, atol=1e-12)
+    # and the base class's generic version agrees for models that share nothing
+    with torch.no_grad():
+        generic = CTRModel.forward_groups(model, history, group, target, context)
+    assert torch.allclose(generic, plain, rtol=1e-12, atol=1e-12)

@@ -141,8 +141,9 @@ class Scorer:
 
         A group is (history ids oldest first, context levels in ``config.data.context_cols``
         order, candidate ids); the result is one probability array per group, in candidate
-        order. Each history is laid out once and repeated per candidate inside torch, which is
-        what a ranking service wants: a few hundred candidates share one history. Every history
+        order. Each history is encoded once and its share of the work done once for all its
+        candidates (``forward_groups``), which is what a ranking service wants: a few hundred
+        candidates share one history. Every history
         is left-padded to at least the model's ``max_len``, so a group's scores do not depend on
         the other groups it is scored with (the model reads the same window either way).
         """
@@ -157,18 +158,18 @@ class Scorer:
         ctx = np.asarray([g[1] for g in groups], dtype=np.int64).reshape(len(groups), -1)
         tgt = np.concatenate([np.asarray(g[2], dtype=np.int64) for g in groups])
         self._check(hist, tgt, ctx)
-        repeats = torch.from_numpy(counts)
-        probs = self._forward(
-            torch.from_numpy(hist).repeat_interleave(repeats, dim=0),
-            torch.from_numpy(tgt),
-            torch.from_numpy(ctx).repeat_interleave(repeats, dim=0),
-        )
+        group = torch.repeat_interleave(torch.arange(len(groups)), torch.from_numpy(counts))
+        inputs = (torch.from_numpy(hist), group, torch.from_numpy(tgt), torch.from_numpy(ctx))
+        probs = self._forward(*inputs, grouped=True)
         return np.split(probs, np.cumsum(counts)[:-1])
 
-    def _forward(self, hist: torch.Tensor, tgt: torch.Tensor, ctx: torch.Tensor) -> np.ndarray:
+    def _forward(self, *inputs: torch.Tensor, grouped: bool = False) -> np.ndarray:
+        """Probabilities of ``model(history, target, context)``, or with ``grouped`` of
+        ``model.forward_groups(history, group, target, context)``."""
         self.model.eval()
+        on_device = [t.to(self.device) for t in inputs]
         with autocast(self.device, "fp32"):
-            logits = self.model(hist.to(self.device), tgt.to(self.device), ctx.to(self.device))
+            logits = self.model.forward_groups(*on_device) if grouped else self.model(*on_device)
         return torch.sigmoid(logits.float()).cpu().numpy()
 
     def _tensors(
@@ -199,22 +200,27 @@ class Scorer:
 
 
 def load_run(
-    run_dir: str | Path, data_dir: str | Path, *, device: str | torch.device | None = None
+    run_dir: str | Path,
+    data_dir: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    items: ItemTable | None = None,
 ) -> Scorer:
     """The best model of a run, with the item table of ``data_dir``, ready to score.
 
     ``device`` defaults to the run's ``train.device`` (``auto``: a GPU when there is one).
+    ``items``: ``data_dir``'s item table when the caller has already read it with the run's
+    schema (the experiment runner), so that it is not read again.
     """
     trained = ckpt.load_trained(run_dir)
-    data = load_dataset(data_dir, trained.config.data, (), schema=trained.schema)
+    if items is None:
+        items = load_dataset(data_dir, trained.config.data, (), schema=trained.schema).items
     where = device if device is not None else trained.config.train.device
     target = where if isinstance(where, torch.device) else resolve_device(where)
     trained.model.to(target)
-    attach_items(trained.model, data.items)
+    attach_items(trained.model, items)
     trained.model.eval()
-    scorer = Scorer(
-        trained.model, trained.config, trained.schema, data.items, Path(data_dir), target
-    )
+    scorer = Scorer(trained.model, trained.config, trained.schema, items, Path(data_dir), target)
     registered = read_new_items(run_dir)
     if registered is not None:
         ids = scorer.add_items(registered[1], registered[2])

@@ -15,15 +15,15 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from mmctr.api import load_run
 from mmctr.atomic import atomic_path, write_json
 from mmctr.config.model import MaskMode
-from mmctr.data import Batch, DataSchema, ItemTable, load_dataset, make_batch
+from mmctr.data import Batch, DataSchema, ItemTable, make_batch
 from mmctr.errors import ConfigError
 from mmctr.model import DIN, CTRModel, SeedCTR, build_model
 from mmctr.model.attention_maps import capture_attention, din_weights, full_window
 from mmctr.model.sequence import key_masks
 from mmctr.training import checkpoint as ckpt
-from mmctr.training.inference import attach_items
 
 ARRAYS = {
     "rows": "(N,) row index in the split",
@@ -79,13 +79,15 @@ def _din_arrays(model: DIN, batch: Batch, arrays: dict[str, np.ndarray]) -> Pane
     return [("DIN attention-unit weight", "probs", arrays["weights"][:, None, :])]
 
 
-def _other_mask_twin(model: SeedCTR, schema: DataSchema, items: ItemTable) -> SeedCTR:
+def _other_mask_twin(model: SeedCTR, schema: DataSchema) -> SeedCTR:
     """The same weights under the other mask setting."""
     other: MaskMode = "released" if model.cfg.mask == "correct" else "correct"
     twin = build_model(replace(model.cfg, mask=other), ckpt.dims_of(schema))
     assert isinstance(twin, SeedCTR)
     twin.load_state_dict(model.state_dict())
-    attach_items(twin, items)
+    # the model's item table as loaded, new items (and their zero id rows) included
+    twin.items.load_item_features(model.items.item_tags, model.items.item_emb)
+    twin.items.id_rows.copy_(model.items.id_rows)
     return twin.eval()
 
 
@@ -118,10 +120,8 @@ def explain(
     """Write the attention of rows ``start .. start + rows - 1`` of ``split``; returns the
     content of explain.json."""
     out = Path(out)
-    trained = ckpt.load_trained(run_dir)
-    model, cfg = trained.model, trained.config
-    data = load_dataset(data_dir, cfg.data, (split,), schema=trained.schema, require_labels=False)
-    table = data[split]
+    scorer = load_run(run_dir, data_dir, device="cpu")
+    model, cfg, items, table = scorer.model, scorer.config, scorer.items, scorer.split(split)
     if rows < 1 or start < 0 or start >= len(table):
         raise ConfigError(
             f"--rows {rows} --start {start}: choose rows >= 1 starting inside the {len(table):,} "
@@ -129,20 +129,18 @@ def explain(
         )
     index = np.arange(start, min(start + rows, len(table)))
     batch = make_batch(table, index)
-    attach_items(model, data.items)
-    model.eval()
     arrays: dict[str, np.ndarray] = {
         "rows": index,
         "users": table.users[index],
         "target": table.target[index],
         "labels": table.labels[index] if table.labels is not None else np.full(len(index), np.nan),
     }
-    panels = _panels(model, batch, arrays, trained.schema, data.items, compare_mask, run_dir)
+    panels = _panels(model, batch, arrays, scorer.schema, items, compare_mask, run_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "attention.npz") as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **cast(dict[str, Any], arrays))
     described = [
-        _row_info(arrays, n, data.items, _figure(out, arrays, n, int(row), data.items, panels))
+        _row_info(arrays, n, items, _figure(out, arrays, n, int(row), items, panels))
         for n, row in enumerate(index)
     ]
     info = {
@@ -173,7 +171,7 @@ def _panels(
             raise ConfigError("--compare-mask applies to the seed model; DIN has no mask setting")
         return _din_arrays(model, batch, arrays)
     if isinstance(model, SeedCTR) and model.sequence is not None:
-        twin = _other_mask_twin(model, schema, items) if compare_mask else None
+        twin = _other_mask_twin(model, schema) if compare_mask else None
         return _seed_arrays(model, twin, batch, arrays)
     raise ConfigError(
         f"{run_dir}: the model has no attention over the history (model.use_sequence = false)"

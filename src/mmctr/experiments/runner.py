@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from mmctr.api import load_run
 from mmctr.atomic import write_json, write_text
 from mmctr.config import Config
 from mmctr.data import Dataset, Split, load_dataset
@@ -37,6 +38,7 @@ RESULT_FILE = "result.json"  # a job's row of results.csv, in its run folder, on
 class ExperimentData:
     data: Dataset  # train and valid, with labels
     test: Split | None  # the test split when it has labels, else None
+    data_dir: Path  # where they were read from
 
 
 def load_experiment_data(plan: Plan, data_dir: str | Path) -> ExperimentData:
@@ -55,7 +57,8 @@ def load_experiment_data(plan: Plan, data_dir: str | Path) -> ExperimentData:
                 f"{cfg.split_file(name)}: has no {cfg.label_col!r} column to learn from"
             )
     test = data["test"] if "test" in splits else None
-    return ExperimentData(data, test if test is not None and test.labels is not None else None)
+    labelled_test = test if test is not None and test.labels is not None else None
+    return ExperimentData(data, labelled_test, Path(data_dir))
 
 
 def check_runs(plan: Plan, out: Path, fingerprint: str) -> None:
@@ -142,7 +145,7 @@ def run_job(job: Job, exp: ExperimentData, run_dir: Path, *, log: Log) -> RunRow
     row = RunRow(job.variant, job.value, job.config.train.seed, job.name)
     t0 = time.perf_counter()
     try:
-        model, summary = _trained(job, exp.data, run, log)
+        model, summary = _trained(job, exp, run, log)
         _fill_results(row, model, summary, exp, job.config.train.eval_batch_size)
     except Exception as exc:  # recorded, so that one broken run does not stop the others
         write_text(run_dir / "error.log", traceback.format_exc())
@@ -156,13 +159,13 @@ def run_job(job: Job, exp: ExperimentData, run_dir: Path, *, log: Log) -> RunRow
 
 
 def _trained(
-    job: Job, data: Dataset, run: ckpt.RunDir, log: Log
+    job: Job, exp: ExperimentData, run: ckpt.RunDir, log: Log
 ) -> tuple[CTRModel, dict[str, Any]]:
     """The job's best model and its summary: trained, resumed or (if finished) loaded."""
+    data = exp.data
     if run.finished():
-        trained = ckpt.load_trained(run.root)
-        inference.attach_items(trained.model, data.items)
-        return trained.model, ckpt.read_summary(run)
+        scorer = load_run(run.root, exp.data_dir, items=data.items)
+        return scorer.model, ckpt.read_summary(run)
     torch.manual_seed(job.config.train.seed)
     model = build_model(job.config.model, ckpt.dims_of(data.schema))
     loop.fit(model, data, job.config, run.root, resume=run.has_run(), progress=False, log=log)

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from mmctr.model.din import DIN
+from mmctr.model.encoder import EncoderLayer
 from mmctr.model.seed import SeedCTR
-from mmctr.model.sequence import EncoderLayer
 
 
 class AttentionRecorder:

@@ -65,3 +65,18 @@ class CTRModel(nn.Module):
         self, history: torch.Tensor, target: torch.Tensor, context: torch.Tensor
     ) -> torch.Tensor:
         raise NotImplementedError
+
+    def forward_groups(
+        self,
+        history: torch.Tensor,
+        group: torch.Tensor,
+        target: torch.Tensor,
+        context: torch.Tensor,
+    ) -> torch.Tensor:
+        """Many targets per history: row b is (history[group[b]], target[b], context[group[b]]).
+
+        Equal to ``forward`` on the repeated rows; a model may share each history's work among
+        its rows. Shape: history (G, L), group (B,) indices into G, target (B,), context (G, F)
+        -> (B,) logits.
+        """
+        return self.forward(history[group], target, context[group])

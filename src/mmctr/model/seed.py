@@ -12,8 +12,9 @@ from torch import nn
 
 from mmctr.config.model import ModelConfig
 from mmctr.model.base import CTRModel, DataDims
+from mmctr.model.encoder import EncoderLayer
 from mmctr.model.layers import MLP, CrossNetwork
-from mmctr.model.sequence import EncoderLayer, TargetAwareTransformer, trim_history
+from mmctr.model.sequence import TargetAwareTransformer, trim_history
 
 __all__ = ["DataDims", "SeedCTR", "reset_parameters"]
 
@@ -86,7 +87,34 @@ class SeedCTR(CTRModel):
         parts = [self.context(context), target_vec]
         if self.sequence is not None:
             parts.append(self._interest(history, target_vec))
-        x0 = torch.cat(parts, dim=-1)  # (B, x0_dim)
+        return self._towers(torch.cat(parts, dim=-1))
+
+    def forward_groups(
+        self,
+        history: torch.Tensor,
+        group: torch.Tensor,
+        target: torch.Tensor,
+        context: torch.Tensor,
+    ) -> torch.Tensor:
+        """``forward(history[group], target, context[group])``, encoding each history once and
+        sharing its part of the Transformer's first projection among its rows (see
+        ``TargetAwareTransformer.forward_groups``): what a ranking service scores, a few
+        hundred candidates against one user's history."""
+        target_vec = self.items(target)  # (B, Di)
+        parts = [self.context(context)[group], target_vec]
+        if self.sequence is not None:
+            history = self.window(history)  # (G, L): the same columns as for history[group]
+            real = history.ne(0)
+            packed = self.cfg.pack_tokens and self.cfg.mask == "correct"
+            parts.append(
+                self.sequence.forward_groups(
+                    self.items(history), real, target_vec, group, packed=packed
+                )
+            )
+        return self._towers(torch.cat(parts, dim=-1))
+
+    def _towers(self, x0: torch.Tensor) -> torch.Tensor:
+        """Cross network ++ deep MLP -> prediction head. Shape: (B, x0_dim) -> (B,) logits."""
         towers = []
         if self.cross is not None:
             towers.append(self.cross(x0))

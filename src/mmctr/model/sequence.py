@@ -7,7 +7,6 @@ positions plus a Linear of the max-pool over real positions.
 
 from __future__ import annotations
 
-import math
 from typing import cast
 
 import torch
@@ -15,93 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmctr.config.model import MaskMode, ModelConfig
+from mmctr.model.encoder import EncoderLayer
 from mmctr.model.packing import PackedLayout, plan_layout
-
-
-class EncoderLayer(nn.Module):
-    """Post-LN Transformer encoder layer: x = LN(x + Attn(x)); x = LN(x + FF(x)).
-
-    Shape: x (B, L, D), attend (B, 1, 1, L) bool, True where a key may be attended -> (B, L, D).
-    """
-
-    def __init__(self, *, d_model: int, num_heads: int, ff_dim: int, dropout: float) -> None:
-        super().__init__()
-        if d_model % num_heads:
-            raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.dropout = dropout
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.attn_out = nn.Linear(d_model, d_model)
-        self.ff_in = nn.Linear(d_model, ff_dim)
-        self.ff_out = nn.Linear(ff_dim, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-
-    def reset_attention(self) -> None:
-        """Initialise the attention as ``nn.MultiheadAttention`` does, which the release used.
-
-        In-projection Xavier-uniform, out-projection PyTorch's default Linear init (Kaiming-
-        uniform, a = sqrt(5): std 1/sqrt(3 d_model)), both biases zero. FuxiCTR's Xavier-normal
-        pass skips these two (their types are not exactly ``nn.Linear``), so in the release they
-        keep this init; Xavier-normal would start the out-projection sqrt(3) times larger.
-        """
-        nn.init.xavier_uniform_(self.qkv.weight)
-        nn.init.zeros_(self.qkv.bias)
-        nn.init.kaiming_uniform_(self.attn_out.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.attn_out.bias)
-
-    def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-        a = self._attention(self.qkv(x), attend)  # (B, L, D)
-        return self._residual_blocks(x, a)
-
-    def forward_packed(self, x: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
-        """The same layer over real tokens only: x (N, D) in ``layout``'s packed order.
-
-        Every per-token step (projections, feed-forward, LayerNorm) runs on the N real tokens;
-        the attention runs bucket by bucket, each bucket padded to its own longest row.
-        """
-        qkv = self.qkv(x)  # (N, 3D)
-        parts = []
-        # one split, not a slice per bucket: each slice's backward would write a full (N, 3D)
-        segments = qkv.split([b.end - b.start for b in layout.buckets])
-        for b, seg in zip(layout.buckets, segments, strict=True):
-            if b.slots is None:  # dense: every row of the bucket is b.width long
-                a = self._attention(seg.view(b.rows, b.width, -1), None)
-                parts.append(a.reshape(b.end - b.start, -1))
-            else:
-                padded = seg.new_zeros(b.rows * b.width, seg.shape[1])
-                padded.index_copy_(0, b.slots, seg)
-                a = self._attention(padded.view(b.rows, b.width, -1), b.attend)
-                parts.append(a.reshape(b.rows * b.width, -1).index_select(0, b.slots))
-        a = torch.cat(parts) if len(parts) > 1 else parts[0]
-        return self._residual_blocks(x, a)
-
-    def _attention(self, qkv: torch.Tensor, attend: torch.Tensor | None) -> torch.Tensor:
-        B, L, three_d = qkv.shape
-        D = three_d // 3
-        p = self.dropout if self.training else 0.0
-        q, k, v = qkv.view(B, L, 3, self.num_heads, D // self.num_heads).unbind(2)
-        a = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attend, dropout_p=p
-        )  # (B, H, L, D/H)
-        return a.transpose(1, 2).reshape(B, L, D)
-
-    def attention_probs(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-        """softmax(Q K^T / sqrt(d)) as ``forward`` computes it inside its fused attention.
-
-        Shape: x (B, L, D), attend (B, 1, 1, L) -> (B, H, L queries, L keys); each query row sums
-        to 1 over the keys it may attend to and is 0 elsewhere.
-        """
-        B, L, D = x.shape
-        q, k, _ = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).unbind(2)
-        scores = q.transpose(1, 2) @ k.permute(0, 2, 3, 1) / math.sqrt(D // self.num_heads)
-        return scores.masked_fill(~attend, float("-inf")).softmax(-1)
-
-    def _residual_blocks(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        p = self.dropout if self.training else 0.0
-        x = self.norm1(x + F.dropout(self.attn_out(a), p, self.training))
-        h = F.dropout(F.relu(self.ff_in(x)), p, self.training)
-        return self.norm2(x + F.dropout(self.ff_out(h), p, self.training))
 
 
 def trim_history(history: torch.Tensor, min_len: int) -> torch.Tensor:
@@ -162,15 +76,11 @@ class TargetAwareTransformer(nn.Module):
         self, history: torch.Tensor, target: torch.Tensor, real: torch.Tensor
     ) -> torch.Tensor:
         B, L, _ = history.shape
-        if L < self.first_k:  # the model's window pads ids up to first_k positions
-            raise ValueError(f"history length {L} is shorter than first_k {self.first_k}")
+        self._check_width(L)
         x = history
         if self.target_concat:
             x = torch.cat([history, target.unsqueeze(1).expand(B, L, -1)], dim=-1)  # (B, L, D)
-        attend, keep = key_masks(real, self.mask)
-        for layer in self.layers:
-            x = layer(x, attend[:, None, None, :])
-        return self._interest(x * keep.unsqueeze(-1).to(x.dtype), keep)
+        return self._dense(x, real)
 
     def forward_packed(
         self, history: torch.Tensor, target: torch.Tensor, real: torch.Tensor
@@ -180,18 +90,92 @@ class TargetAwareTransformer(nn.Module):
         Shape: history (N, Di) vectors of the real items, in row-major order of ``real``;
         target (B, Di); real (B, L) bool with L >= first_k -> (B, out_dim).
         """
-        if self.mask != "correct":
-            raise ValueError("packed tokens are only exact under mask='correct'")
-        L = real.shape[1]
-        if L < self.first_k:
-            raise ValueError(f"history length {L} is shorter than first_k {self.first_k}")
-        layout = plan_layout(real, self.first_k)
+        layout = self._layout(real)
         x = history.index_select(0, layout.order)  # (N, Di) in packed order
         if self.target_concat:
             x = torch.cat([x, target.index_select(0, layout.row)], dim=-1)
+        return self._packed(x, layout)
+
+    def forward_groups(
+        self,
+        history: torch.Tensor,
+        real: torch.Tensor,
+        target: torch.Tensor,
+        group: torch.Tensor,
+        *,
+        packed: bool,
+    ) -> torch.Tensor:
+        """``forward`` (or ``forward_packed``) of row b = (history[group[b]], target[b]), with
+        each history's share of the work done once, however many targets it is scored with.
+
+        The first layer's projection of [item ++ target] is W_item item + W_target target + b:
+        the item half is computed per history, the target half per row, and their sum replaces
+        the full projection. Without target concatenation nothing depends on the target, so
+        the whole Transformer runs once per history. Exact up to float rounding. (A config
+        always has at least one layer.)
+
+        Shape: history (G, L, Di), real (G, L) bool, target (B, Di), group (B,) indices into
+        G -> (B, out_dim).
+        """
+        G, L, di = history.shape
+        self._check_width(L)
+        if not self.target_concat:
+            return self._run_once(history, real, packed)[group]
+        first = cast(EncoderLayer, self.layers[0])
+        w = first.qkv.weight
+        from_history = F.linear(history, w[:, :di]).reshape(G * L, -1)  # (G L, 3D)
+        from_target = F.linear(target, w[:, di:], first.qkv.bias)  # (B, 3D)
+        real_rows = real[group]  # (B, L)
+        if packed:
+            layout = self._layout(real_rows)
+            flat = real_rows.reshape(-1).nonzero().squeeze(1)  # row-major real positions
+            row = torch.div(flat, L, rounding_mode="floor")
+            source = (group[row] * L + flat - row * L).index_select(0, layout.order)
+            tokens = history.reshape(G * L, di).index_select(0, source)
+            x = torch.cat([tokens, target.index_select(0, layout.row)], dim=-1)
+            qkv = from_history.index_select(0, source).add_(from_target.index_select(0, layout.row))
+            return self._packed(x, layout, qkv)
+        B = group.shape[0]
+        rows = history.index_select(0, group)
+        x = torch.cat([rows, target.unsqueeze(1).expand(B, L, -1)], dim=-1)
+        qkv = from_history.view(G, L, -1).index_select(0, group).add_(from_target.unsqueeze(1))
+        return self._dense(x, real_rows, qkv)
+
+    def _run_once(self, history: torch.Tensor, real: torch.Tensor, packed: bool) -> torch.Tensor:
+        """The Transformer of target-free histories: history (G, L, Di) -> (G, out_dim)."""
+        if packed:
+            layout = self._layout(real)
+            return self._packed(history[real].index_select(0, layout.order), layout)
+        return self._dense(history, real)
+
+    def _check_width(self, L: int) -> None:
+        if L < self.first_k:  # the model's window pads ids up to first_k positions
+            raise ValueError(f"history length {L} is shorter than first_k {self.first_k}")
+
+    def _layout(self, real: torch.Tensor) -> PackedLayout:
+        if self.mask != "correct":
+            raise ValueError("packed tokens are only exact under mask='correct'")
+        self._check_width(real.shape[1])
+        return plan_layout(real, self.first_k)
+
+    def _dense(
+        self, x: torch.Tensor, real: torch.Tensor, qkv: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The layers and the interest over (B, L, D) tokens; ``qkv``: the first layer's."""
+        attend, keep = key_masks(real, self.mask)
+        for layer in self.layers:
+            x = layer(x, attend[:, None, None, :], qkv=qkv)
+            qkv = None
+        return self._interest(x * keep.unsqueeze(-1).to(x.dtype), keep)
+
+    def _packed(
+        self, x: torch.Tensor, layout: PackedLayout, qkv: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The layers and the interest over (N, D) tokens in ``layout``'s packed order."""
         if layout.buckets:  # else no row has any history and x is empty
             for layer in self.layers:
-                x = cast(EncoderLayer, layer).forward_packed(x, layout)
+                x = cast(EncoderLayer, layer).forward_packed(x, layout, qkv=qkv)
+                qkv = None
         return self._packed_interest(x, layout)
 
     def _packed_interest(self, x: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
