@@ -238,6 +238,23 @@ def test_bench_reports_speed_and_memory(
     assert code == 0 and "train_samples_per_s" in out and "baseline" not in out
 
 
+def test_bench_times_long_histories_alone_when_asked(
+    tiny_data_master: Path, tiny_config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["bench", "--config", tiny_config_file, "--data", tiny_data_master, "--batches", "1"]
+    code, out, _ = run(capsys, *args, "--json")
+    every = json.loads(out)
+    code_long, out, _ = run(capsys, *args, "--json", "--min-history", "8")
+    long = json.loads(out)
+    assert code == code_long == 0
+    assert long["min_history"] == 8 and 0 < long["timed_from_rows"] < every["timed_from_rows"]
+    assert long["useful_macs_per_sample"] > every["useful_macs_per_sample"]
+    code, _, err = run(capsys, *args, "--min-history", "100000")
+    assert code == 2 and "--min-history 100000: no train row has that many" in err
+    code, _, err = run(capsys, *args, "--min-history", "-1")
+    assert code == 2 and "--min-history must be >= 0" in err
+
+
 def test_train_writes_tensorboard_curves(
     tiny_data_master: Path,
     tiny_config_file: Path,

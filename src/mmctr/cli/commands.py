@@ -157,7 +157,15 @@ def bench(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
-    result = run_bench(config, args.data, batches=args.batches, baseline=args.baseline)
+    if args.min_history < 0:
+        raise ConfigError(f"--min-history must be >= 0, got {args.min_history}")
+    result = run_bench(
+        config,
+        args.data,
+        batches=args.batches,
+        baseline=args.baseline,
+        min_history=args.min_history,
+    )
     if args.json:
         print(json.dumps(result))
     else:

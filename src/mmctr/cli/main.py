@@ -136,6 +136,12 @@ def _add_measure_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also time the plain full-length path on the same batches and report the speed-ups",
     )
+    p.add_argument(
+        "--min-history",
+        type=int,
+        default=0,
+        help="time only train rows with at least this many history items (e.g. max_len)",
+    )
     add_set_flag(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.bench)
