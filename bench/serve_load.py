@@ -310,6 +310,7 @@ def report(
     ok = [r for r in valid if r[1] == "200"]
     lat = [r[2] * 1000 for r in ok]
     batches = metric(metrics, "mmctr_batch_rows_count")
+    forward_s = metric(metrics, "mmctr_forward_seconds_sum")
     end_peak = memory.peak_kb / 1024
     cp = run["checkpoint"]
     return {
@@ -334,6 +335,11 @@ def report(
         "server_forward_passes": int(batches),
         "server_mean_batch_rows": round(
             metric(metrics, "mmctr_batch_rows_sum") / max(batches, 1), 1
+        ),
+        # the model thread: its share of the run spent in forward passes, and its rows/s there
+        "server_forward_busy_share": round(forward_s / seconds, 3),
+        "server_rows_per_forward_second": round(
+            metric(metrics, "mmctr_batch_rows_sum") / max(forward_s, 1e-9), 1
         ),
         "memory_mb": {
             "sampled_peak_rss_after_checkpoint": round(cp.get("peak", 0.0), 1),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -327,3 +328,55 @@ def test_new_items_register_and_score_like_their_features(
         short = {"tags": new["tags"], "emb": new["emb"][:5]}
         assert c.post("/v1/items", json={"items": [short]}).status_code == 422
         assert c.post("/v1/items", json={"items": []}).status_code == 422
+
+
+def model_children() -> list[Any]:
+    return [p for p in multiprocessing.active_children() if p.name == "mmctr-model"]
+
+
+def test_model_process_scores_registers_items_and_stops(
+    client: Any, run_dir: Path, tiny_data_master: Path
+) -> None:
+    # the CLI's default: the model in a child process, out of the event loop's GIL
+    service = served(run_dir, tiny_data_master, max_history=30, max_candidates=50,
+                     model_process=True)  # fmt: skip
+    users = [body(), body(history=[], candidates=[7, 7, 8]), body(history=list(range(1, 31)))]
+    in_thread = [client.post("/v1/score", json=u).json()["scores"] for u in users]
+    items, n = service.scorer.items, service.scorer.num_items
+    new = {"tags": items.tags[4].tolist(), "emb": items.emb[4].tolist()}
+    reference = mmctr.load_run(run_dir, tiny_data_master, device="cpu")
+    reference.add_items([new["tags"]], [new["emb"]])
+    expected = reference.score_groups([(body()["history"], [3, 1], [n, 4])])[0]
+    with TestClient(build_app(service)) as c:
+        assert len(model_children()) == 1
+        assert c.get("/ready").json()["ready"] is True
+        for u, want in zip(users, in_thread, strict=True):
+            got = c.post("/v1/score", json=u).json()["scores"]
+            assert np.abs(np.asarray(got) - np.asarray(want)).max() <= 1e-6
+        assert c.post("/v1/items", json={"items": [new]}).json()["ids"] == [n]
+        got = c.post("/v1/score", json=body(candidates=[n, 4])).json()["scores"]
+        assert np.abs(np.asarray(got) - expected).max() <= 1e-6
+        assert c.post("/v1/score", json=body(candidates=[n + 1])).status_code == 422
+        # a model process that dies: scoring answers 503 and the server is no longer ready
+        (child,) = model_children()
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+        gone = c.post("/v1/score", json=body())
+        assert gone.status_code == 503 and "model process died" in gone.json()["detail"]
+        assert c.get("/ready").status_code == 503
+        assert c.get("/health").status_code == 200
+    assert model_children() == []
+
+
+def test_a_model_process_that_cannot_load_raises_the_childs_error(
+    tmp_path: Path, tiny_data_master: Path
+) -> None:
+    from mmctr.errors import CheckpointError
+    from mmctr.serve.worker import ModelProcess, ModelProcessError
+
+    process = ModelProcess(str(tmp_path / "no-run"), str(tiny_data_master), device="cpu", threads=1)
+    with pytest.raises(ModelProcessError, match="has not been started"):
+        process.score_groups([([1], [0, 0], [1])])
+    with pytest.raises(CheckpointError, match="no-run"):
+        process.start()
+    assert not process.alive and model_children() == []

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,6 +30,7 @@ from mmctr.serve.batcher import MicroBatcher, ShuttingDown
 from mmctr.serve.checks import BadRequest, RequestChecker
 from mmctr.serve.metrics import ASGIApp, ServeMetrics, instrument
 from mmctr.serve.settings import Served, ServeSettings, load_served
+from mmctr.serve.worker import ModelProcess, ModelProcessError
 
 SETTINGS_ENV = "MMCTR_SERVE_SETTINGS"  # how `mmctr serve --workers N` hands settings to workers
 PATHS = {"/v1/score", "/v1/score/batch", "/v1/rank", "/v1/model", "/v1/items"}
@@ -96,8 +97,13 @@ def build_app(served: Served) -> ASGIApp:
     """The service for a loaded run: routes, micro-batcher, metrics and the body limit."""
     settings = served.settings
     metrics = ServeMetrics(PATHS)
+    model = (
+        ModelProcess(settings.run, settings.data, device=settings.device, threads=settings.threads)
+        if settings.model_process
+        else None
+    )
     batcher = MicroBatcher(
-        served.scorer.score_groups,
+        served.scorer.score_groups if model is None else model.score_groups,
         max_batch=settings.max_batch,
         max_wait_s=settings.max_wait_ms / 1000,
         threads=settings.threads,
@@ -106,15 +112,36 @@ def build_app(served: Served) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if model is not None:  # before the port opens; its load error stops the server
+            await asyncio.to_thread(model.start)
         yield
         await batcher.close()
+        if model is not None:
+            model.close()
 
     app = FastAPI(title="mmctr", summary=f"CTR scores of run {served.run_id}", lifespan=lifespan)
     _add_error_handlers(app)
-    _add_scoring_routes(app, served, batcher)
-    _add_info_routes(app, served, metrics)
-    warm_up(served)
+    _add_scoring_routes(app, served, batcher, _registrar(served, model))
+    _add_info_routes(app, served, metrics, model)
+    if model is None:
+        warm_up(served)  # the model process warms itself up
     return instrument(app, metrics, settings.max_body_bytes)
+
+
+def _registrar(served: Served, model: ModelProcess | None) -> Callable[[Any, Any], np.ndarray]:
+    """How new items are registered: in the scorer, and in the model process when there is
+    one (the scorer here then only checks requests, and must know the new ids too)."""
+    if model is None:
+        return served.scorer.add_items
+
+    def register(tags: Any, emb: Any) -> np.ndarray:
+        ids = model.add_items(tags, emb)
+        mine = served.scorer.add_items(tags, emb)
+        if not np.array_equal(ids, mine):
+            raise RuntimeError(f"the model process gave ids {ids}, the server {mine}")
+        return ids
+
+    return register
 
 
 def warm_up(served: Served) -> None:
@@ -124,7 +151,12 @@ def warm_up(served: Served) -> None:
     served.scorer.score_groups([([item], levels, [item])])
 
 
-def _add_scoring_routes(app: FastAPI, served: Served, batcher: MicroBatcher) -> None:
+def _add_scoring_routes(
+    app: FastAPI,
+    served: Served,
+    batcher: MicroBatcher,
+    register: Callable[[Any, Any], np.ndarray],
+) -> None:
     checker, run, max_users = RequestChecker(served), served.run_id, served.settings.max_users
 
     @app.post("/v1/score", response_model=ScoreResponse)
@@ -159,7 +191,7 @@ def _add_scoring_routes(app: FastAPI, served: Served, batcher: MicroBatcher) -> 
         if len({len(t) for t in tags}) > 1 or len({len(e) for e in emb}) > 1:
             raise BadRequest("items", "every item needs the same number of tags and of values")
         try:
-            ids = await batcher.call(served.scorer.add_items, tags, emb)
+            ids = await batcher.call(register, tags, emb)
         except DataError as exc:
             raise BadRequest("items", str(exc).removeprefix("new items: ")) from None
         return NewItemsResponse(ids=ids.tolist(), run=run)
@@ -175,7 +207,9 @@ def _add_scoring_routes(app: FastAPI, served: Served, batcher: MicroBatcher) -> 
         return RankResponse(top=top, run=run)
 
 
-def _add_info_routes(app: FastAPI, served: Served, metrics: ServeMetrics) -> None:
+def _add_info_routes(
+    app: FastAPI, served: Served, metrics: ServeMetrics, process: ModelProcess | None
+) -> None:
     description = served.describe()
 
     @app.get("/healthz")
@@ -185,8 +219,11 @@ def _add_info_routes(app: FastAPI, served: Served, metrics: ServeMetrics) -> Non
         return {"status": "ok"}
 
     @app.get("/ready")
-    async def ready() -> dict[str, Any]:
-        """Ready: the model is loaded (it is before the server listens) and warmed up."""
+    async def ready() -> Any:
+        """Ready: the model is loaded (it is before the server listens) and warmed up, and
+        its process, when it has one, is alive (503 if it died: restart the server)."""
+        if process is not None and not process.alive:
+            return _error(503, "server", "the model process has died; restart the server")
         return {"ready": True, "run": served.run_id}
 
     @app.get("/v1/model")
@@ -217,6 +254,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ShuttingDown)
     async def closing(_: Request, exc: ShuttingDown) -> JSONResponse:
         return _error(503, "server", str(exc))
+
+    @app.exception_handler(ModelProcessError)
+    async def model_gone(_: Request, exc: ModelProcessError) -> JSONResponse:
+        return _error(503, "server", f"{exc}; restart the server")
 
 
 def _field_path(loc: list[Any]) -> str:

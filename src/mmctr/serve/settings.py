@@ -35,6 +35,7 @@ class ServeSettings:
     max_history: int = 0
     max_users: int = 64  # entries of one /v1/score/batch request
     max_body_bytes: int = 1 << 20
+    model_process: bool = False  # score in a child process (the CLI's default; worker.py)
 
     def __post_init__(self) -> None:
         positive = ("port", "workers", "max_batch", "max_candidates", "max_users")
