@@ -79,3 +79,34 @@ def test_items_add_refuses_bad_files(
     bad.write_text("not parquet")
     assert main([*args, str(bad)]) == 2
     assert "cannot read it as parquet" in capsys.readouterr().err
+
+
+def test_items_add_embeds_titles_with_the_datas_saved_pca(
+    run: Path, tiny_data_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    pytest.importorskip("sklearn", reason="the embed extra is not installed")
+    from test_embed import FakeText
+
+    from mmctr.prepare.embed import embed_items, encoders
+
+    scorer = mmctr.load_run(run, tiny_data_master, device="cpu")
+    dim, n = scorer.schema.emb_dim, scorer.num_items
+    text = FakeText(dim=dim + 16)
+    monkeypatch.setattr(encoders, "text_encoder", lambda spec, allow_download=False: text)
+    corpus = [f"a title about topic {i}" for i in range(dim + 40)]
+    emb, pca = embed_items(np.arange(1, len(corpus) + 1), corpus, None, dim=dim,
+                           text_encoder=text, progress=False)  # fmt: skip
+    pca.save(tmp_path / "titles.pca.npz")
+    tags = [scorer.items.tags[4].tolist()] * 2
+    pq.write_table(pa.table({"item_tags": tags, "title": [corpus[7], corpus[3]]}),
+                   tmp_path / "titled.parquet")  # fmt: skip
+    args = ["items", "add", "--run", str(run), "--data", str(tiny_data_master),
+            "--items", str(tmp_path / "titled.parquet"), "--json"]  # fmt: skip
+    assert main(args) == 2 and "needs --pca" in capsys.readouterr().err
+    assert main([*args, "--pca", str(tmp_path / "titles.pca.npz")]) == 0
+    assert f'"ids": [{n}, {n + 1}]' in capsys.readouterr().out
+    # the new items carry the embeddings their titles got when the PCA was fitted
+    encoder = mmctr.load_run(run, tiny_data_master, device="cpu").model.items
+    added = encoder.item_emb[n : n + 2].numpy()
+    assert np.allclose(added, emb[[7, 3]], atol=1e-5)
