@@ -31,6 +31,7 @@ from mmctr.training import checkpoint as ckpt
 from mmctr.training.inference import attach_items, autocast, predict_probs, resolve_device
 from mmctr.training.loop import FitResult, Log, Monitor, fit
 from mmctr.training.metrics import all_metrics
+from mmctr.training.precision import for_inference
 
 IdList = Sequence[int] | np.ndarray
 Group = tuple[IdList, IdList, IdList]
@@ -205,12 +206,14 @@ def load_run(
     *,
     device: str | torch.device | None = None,
     items: ItemTable | None = None,
+    precision: str = "fp32",
 ) -> Scorer:
     """The best model of a run, with the item table of ``data_dir``, ready to score.
 
     ``device`` defaults to the run's ``train.device`` (``auto``: a GPU when there is one).
     ``items``: ``data_dir``'s item table when the caller has already read it with the run's
-    schema (the experiment runner), so that it is not read again.
+    schema (the experiment runner), so that it is not read again. ``precision``: ``fp32``,
+    ``bf16`` (bfloat16 weights) or ``int8`` (dynamically quantised Linear layers, CPU only).
     """
     trained = ckpt.load_trained(run_dir)
     if items is None:
@@ -219,8 +222,8 @@ def load_run(
     target = where if isinstance(where, torch.device) else resolve_device(where)
     trained.model.to(target)
     attach_items(trained.model, items)
-    trained.model.eval()
-    scorer = Scorer(trained.model, trained.config, trained.schema, items, Path(data_dir), target)
+    model = for_inference(trained.model.eval(), precision)
+    scorer = Scorer(model, trained.config, trained.schema, items, Path(data_dir), target)
     registered = read_new_items(run_dir)
     if registered is not None:
         ids = scorer.add_items(registered[1], registered[2])

@@ -104,11 +104,12 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    scorer = api.load_run(args.run, args.data)
+    scorer = api.load_run(args.run, args.data, precision=args.precision)
     split = scorer.split(args.split, require_labels=True)
     metrics = scorer.evaluate(split)
     if args.json:
-        print(json.dumps({**metrics, "split": args.split, "rows": len(split)}))
+        print(json.dumps({**metrics, "split": args.split, "rows": len(split),
+                          "precision": args.precision}))  # fmt: skip
     else:
         print(
             f"{args.split}: auc {metrics['auc']:.4f}  logloss {metrics['logloss']:.4f}  "
@@ -121,7 +122,7 @@ def predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".zip":
         raise ConfigError(f"--out {out}: a submission must be a .zip file")
-    scorer = api.load_run(args.run, args.data)
+    scorer = api.load_run(args.run, args.data, precision=args.precision)
     split = scorer.split(args.split)
     write_submission(scorer.predict(split, progress=bool(args.progress)), out)
     print(f"wrote {len(split):,} predictions for {args.split} to {out}")
@@ -165,6 +166,7 @@ def bench(args: argparse.Namespace) -> int:
         batches=args.batches,
         baseline=args.baseline,
         min_history=args.min_history,
+        compare_bf16=args.compare_bf16,
     )
     if args.json:
         print(json.dumps(result))

@@ -106,6 +106,12 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, help="run directory written by `mmctr train`")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="valid", choices=["train", "valid", "test"])
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "int8"],
+        help="score with bfloat16 weights or int8-quantised Linear layers (default fp32)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=commands.evaluate)
 
@@ -114,6 +120,12 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--out", required=True, help="submission file, e.g. submission.zip")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "int8"],
+        help="score with bfloat16 weights or int8-quantised Linear layers (default fp32)",
+    )
     add_progress_flag(p)
     p.set_defaults(func=commands.predict)
 
@@ -135,6 +147,11 @@ def _add_measure_commands(sub: argparse._SubParsersAction) -> None:
         "--baseline",
         action="store_true",
         help="also time the plain full-length path on the same batches and report the speed-ups",
+    )
+    p.add_argument(
+        "--compare-bf16",
+        action="store_true",
+        help="also time bf16 autocast on the same batches and report its speed-ups",
     )
     p.add_argument(
         "--min-history",

@@ -42,6 +42,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-users", type=int, default=64, help="users per /v1/score/batch")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
     p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "int8"],
+        help="score with bfloat16 weights or int8-quantised Linear layers (default fp32)",
+    )
+    p.add_argument(
         "--in-process",
         action="store_true",
         help="run the model on a thread of the server process instead of a child process "
@@ -78,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         max_candidates=args.max_candidates, max_history=args.max_history,
         max_users=args.max_users, max_body_bytes=args.max_body_bytes,
-        model_process=not args.in_process,
+        model_process=not args.in_process, precision=args.precision,
     )  # fmt: skip
     served = load_served(settings)  # CheckpointError / DataError here: exit 2, no port opened
     host = f"[{settings.host}]" if ":" in settings.host else settings.host

@@ -23,7 +23,9 @@ class TrainConfig:
     seed: int = 20242025
     num_threads: int = 0  # torch intra-op threads; 0 = leave PyTorch's default
     device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda" or "cuda:N"
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast to bfloat16 (for GPUs)
+    # bf16: autocast to bfloat16 (fp32 weights and Adam state); auto: bf16 where the hardware
+    # has fast bf16 matmuls (AMX / AVX512-BF16 CPUs, GPUs of compute capability >= 8), else fp32
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -39,7 +41,9 @@ class TrainConfig:
             raise ValueError("train.min_lr, train.grad_clip and train.weight_decay must be >= 0")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(
+                f"train.precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}"
+            )
         if self.num_threads < 0:
             raise ValueError(f"train.num_threads must be >= 0, got {self.num_threads}")

@@ -123,6 +123,11 @@ class TargetAwareTransformer(nn.Module):
             return self._run_once(history, real, packed)[group]
         first = cast(EncoderLayer, self.layers[0])
         w = first.qkv.weight
+        if not isinstance(w, torch.Tensor):  # quantised (int8): no weight halves to share
+            rows, real_rows = history.index_select(0, group), real.index_select(0, group)
+            if packed:
+                return self.forward_packed(rows[real_rows], target, real_rows)
+            return self.forward(rows, target, real_rows)
         from_history = F.linear(history, w[:, :di]).reshape(G * L, -1)  # (G L, 3D)
         from_target = F.linear(target, w[:, di:], first.qkv.bias)  # (B, 3D)
         real_rows = real[group]  # (B, L)

@@ -97,11 +97,12 @@ def build_app(served: Served) -> ASGIApp:
     """The service for a loaded run: routes, micro-batcher, metrics and the body limit."""
     settings = served.settings
     metrics = ServeMetrics(PATHS)
-    model = (
-        ModelProcess(settings.run, settings.data, device=settings.device, threads=settings.threads)
-        if settings.model_process
-        else None
-    )
+    model = None
+    if settings.model_process:
+        model = ModelProcess(
+            settings.run, settings.data, device=settings.device, threads=settings.threads,
+            precision=settings.precision,
+        )  # fmt: skip
     batcher = MicroBatcher(
         served.scorer.score_groups if model is None else model.score_groups,
         max_batch=settings.max_batch,

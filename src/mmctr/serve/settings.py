@@ -11,6 +11,7 @@ from typing import Any
 
 from mmctr.api import Scorer, load_run
 from mmctr.errors import ConfigError
+from mmctr.training.precision import INFERENCE_PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ServeSettings:
     max_users: int = 64  # entries of one /v1/score/batch request
     max_body_bytes: int = 1 << 20
     model_process: bool = False  # score in a child process (the CLI's default; worker.py)
+    precision: str = "fp32"  # fp32, bf16 (bfloat16 weights) or int8 (quantised Linear layers)
 
     def __post_init__(self) -> None:
         positive = ("port", "workers", "max_batch", "max_candidates", "max_users")
@@ -48,6 +50,10 @@ class ServeSettings:
             raise ConfigError(
                 f"serve: --max-candidates {self.max_candidates} exceeds --max-batch "
                 f"{self.max_batch}; one request must fit in one forward pass"
+            )
+        if self.precision not in INFERENCE_PRECISIONS:
+            raise ConfigError(
+                f"serve: --precision {self.precision!r}: choose {', '.join(INFERENCE_PRECISIONS)}"
             )
         if self.max_body_bytes < 1024:
             raise ConfigError("serve: --max-body-bytes must be at least 1024")
@@ -86,6 +92,7 @@ class Served:
                 "mask": cfg.model.mask,
                 "use_multimodal": cfg.model.use_multimodal,
                 "device": str(self.scorer.device),
+                "precision": self.settings.precision,
             },
             "vocab": {
                 "items": schema.num_items,
@@ -117,5 +124,7 @@ def run_id(run_dir: Path) -> str:
 
 def load_served(settings: ServeSettings) -> Served:
     """Load the run (CheckpointError / DataError on a bad folder) for serving."""
-    scorer = load_run(settings.run, settings.data, device=settings.device)
+    scorer = load_run(
+        settings.run, settings.data, device=settings.device, precision=settings.precision
+    )
     return Served(scorer, run_id(Path(settings.run)), settings)

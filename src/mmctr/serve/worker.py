@@ -36,7 +36,9 @@ class ModelProcessError(MmctrError):
     """The model process died or could not start."""
 
 
-def _serve(conn: Connection, run: str, data: str, device: str, threads: int) -> None:
+def _serve(
+    conn: Connection, run: str, data: str, device: str, threads: int, precision: str
+) -> None:
     """The child: load, warm up, then answer calls until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the group; the parent stops us
     import torch
@@ -48,7 +50,7 @@ def _serve(conn: Connection, run: str, data: str, device: str, threads: int) -> 
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        scorer = load_run(run, data, device=device)
+        scorer = load_run(run, data, device=device, precision=precision)
         first = min(1, scorer.schema.num_items - 1)
         scorer.score_groups([([first], [0] * len(scorer.schema.context_cols), [first])])
     except Exception as exc:
@@ -86,8 +88,10 @@ class ModelProcess:
     anyway.
     """
 
-    def __init__(self, run: str, data: str, *, device: str, threads: int) -> None:
-        self._args = (run, data, device, threads)
+    def __init__(
+        self, run: str, data: str, *, device: str, threads: int, precision: str = "fp32"
+    ) -> None:
+        self._args = (run, data, device, threads, precision)
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()

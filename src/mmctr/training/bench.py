@@ -29,8 +29,11 @@ from mmctr.errors import ConfigError
 from mmctr.model import CTRModel, build_model, macs_per_sample
 from mmctr.model.cost import reads_history
 from mmctr.training.checkpoint import dims_of
-from mmctr.training.inference import attach_items
+from mmctr.training.inference import attach_items, autocast
 from mmctr.training.loop import make_optimizer
+from mmctr.training.precision import resolve_precision
+
+CPU = torch.device("cpu")  # bench times the CPU
 
 
 def peak_rss_gb() -> float:
@@ -38,9 +41,9 @@ def peak_rss_gb() -> float:
     return kb / (1024**3 if sys.platform == "darwin" else 1024**2)
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """fp32 GFLOP/s of a large square matmul: the machine's practical ceiling."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of a large square matmul in ``dtype``: the machine's practical ceiling."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     start = time.perf_counter()
     for _ in range(repeats):
@@ -72,9 +75,9 @@ def _timed_training(
         if i == warmup:
             start = time.perf_counter()
         assert batch.labels is not None
-        loss = F.binary_cross_entropy_with_logits(
-            model(batch.history, batch.target, batch.context), batch.labels
-        )
+        with autocast(CPU, train.precision):
+            logits = model(batch.history, batch.target, batch.context)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -82,12 +85,13 @@ def _timed_training(
 
 
 @torch.inference_mode()
-def _timed_inference(model: CTRModel, batches: list[Batch]) -> float:
+def _timed_inference(model: CTRModel, batches: list[Batch], precision: str) -> float:
     model.eval()
-    model(batches[0].history, batches[0].target, batches[0].context)  # warm-up
-    start = time.perf_counter()
-    for batch in batches[1:]:
-        model(batch.history, batch.target, batch.context)
+    with autocast(CPU, precision):
+        model(batches[0].history, batches[0].target, batches[0].context)  # warm-up
+        start = time.perf_counter()
+        for batch in batches[1:]:
+            model(batch.history, batch.target, batch.context)
     return time.perf_counter() - start
 
 
@@ -98,7 +102,7 @@ def _measure(
     model = build_model(config.model, dims_of(data.schema))
     attach_items(model, data.items)
     train_s = _timed_training(model, train, warmup, config.train)
-    infer_s = _timed_inference(model, infer)
+    infer_s = _timed_inference(model, infer, config.train.precision)
     timed_train, timed_infer = train[warmup:], infer[1:]
     train_rows = sum(len(b) for b in timed_train)
     infer_rows = sum(len(b) for b in timed_infer)
@@ -121,51 +125,73 @@ def bench(
     warmup: int = 3,
     baseline: bool = False,
     min_history: int = 0,
+    compare_bf16: bool = False,
 ) -> dict[str, Any]:
     """``min_history``: time only the train rows with at least that many history items (e.g.
     ``max_len``, so that every row reads the model's whole window, as a service scoring long
-    histories does); 0 times the rows as they come."""
+    histories does); 0 times the rows as they come. ``train.precision`` is honoured (``auto``
+    resolved for this CPU); ``compare_bf16`` also times bf16 autocast on the same batches."""
+    precision, why = resolve_precision(config.train.precision, CPU)
+    config = replace(config, train=replace(config.train, precision=precision))
     t0 = time.perf_counter()
     data = load_dataset(data_dir, config.data, ("train", "valid"))
     load_seconds = time.perf_counter() - t0
     rows = _rows_with_history(data["train"], min_history)
-    train = list(
-        islice(
-            cycle(iter_batches(rows, config.train.batch_size, shuffle=True, seed=0)),
-            warmup + batches,
-        )
-    )
-    infer = list(
-        islice(cycle(iter_batches(rows, config.train.eval_batch_size)), 1 + max(2, batches // 4))
-    )
+    train, infer = _timed_batches(rows, config, batches, warmup)
     fast = _measure(config, data, train, infer, warmup)
-    peak = matmul_gflops()
+    peaks = {"fp32": matmul_gflops(), "bf16": matmul_gflops(dtype=torch.bfloat16)}
     out: dict[str, Any] = {
         "load_seconds": round(load_seconds, 2),
         "train_rows": len(data["train"]),
         "min_history": min_history,
         "timed_from_rows": len(rows),
         "threads": torch.get_num_threads(),
+        "precision": precision,
+        "precision_reason": why,
         "batch_size": config.train.batch_size,
         "inference_batch_size": config.train.eval_batch_size,
         "full_length_macs_per_sample": macs_per_sample(_meta_model(config, data))["total"],
         **{k: round(v, 2) for k, v in fast.items()},
-        "matmul_gflops": round(peak, 1),
-        "mfu": round(fast["train_gflops"] / peak, 3),
-        "inference_mfu": round(fast["inference_gflops"] / peak, 3),
+        "matmul_gflops": round(peaks["fp32"], 1),
+        "matmul_gflops_bf16": round(peaks["bf16"], 1),
+        # the share of the matmul rate of the precision in use
+        "mfu": round(fast["train_gflops"] / peaks[precision], 3),
+        "inference_mfu": round(fast["inference_gflops"] / peaks[precision], 3),
     }
     if baseline:
         plain_model = replace(config.model, trim_padding=False, pack_tokens=False)
         plain_train = replace(config.train, fused_adam=False)
-        plain_config = replace(config, model=plain_model, train=plain_train)
-        plain = _measure(plain_config, data, train, infer, warmup)
+        plain = _measure(replace(config, model=plain_model, train=plain_train), data, train,
+                         infer, warmup)  # fmt: skip
         out["baseline"] = {k: round(v, 2) for k, v in plain.items()}
-        out["train_speedup"] = round(fast["train_samples_per_s"] / plain["train_samples_per_s"], 2)
-        out["inference_speedup"] = round(
-            fast["inference_samples_per_s"] / plain["inference_samples_per_s"], 2
-        )
+        out.update(_speedups("", fast, plain))
+    if compare_bf16 and precision != "bf16":
+        half = _measure(replace(config, train=replace(config.train, precision="bf16")), data,
+                        train, infer, warmup)  # fmt: skip
+        out["bf16"] = {k: round(v, 2) for k, v in half.items()}
+        out["bf16"]["mfu"] = round(half["train_gflops"] / peaks["bf16"], 3)
+        out["bf16"]["inference_mfu"] = round(half["inference_gflops"] / peaks["bf16"], 3)
+        out.update(_speedups("bf16_", half, fast))
     out["peak_rss_gb"] = round(peak_rss_gb(), 3)
     return out
+
+
+def _timed_batches(
+    rows: Split, config: Config, batches: int, warmup: int
+) -> tuple[list[Batch], list[Batch]]:
+    """Training batches (warm-up first) and inference batches (one warm-up) of ``rows``."""
+    train = cycle(iter_batches(rows, config.train.batch_size, shuffle=True, seed=0))
+    infer = cycle(iter_batches(rows, config.train.eval_batch_size))
+    return list(islice(train, warmup + batches)), list(islice(infer, 1 + max(2, batches // 4)))
+
+
+def _speedups(prefix: str, fast: dict[str, float], slow: dict[str, float]) -> dict[str, float]:
+    return {
+        f"{prefix}{kind}_speedup": round(
+            fast[f"{kind}_samples_per_s"] / slow[f"{kind}_samples_per_s"], 2
+        )
+        for kind in ("train", "inference")
+    }
 
 
 def _rows_with_history(split: Split, min_history: int) -> Split:

@@ -10,7 +10,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ from mmctr.model.base import CTRModel
 from mmctr.training import checkpoint as ckpt
 from mmctr.training.inference import attach_items, autocast, evaluate, model_device, resolve_device
 from mmctr.training.lock import run_lock
+from mmctr.training.precision import resolve_precision
 from mmctr.training.state import TrainState
 
 Log = Callable[[str], None]
@@ -97,6 +98,10 @@ def _fit_locked(
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     device = resolve_device(tc.device)
+    precision, why = resolve_precision(tc.precision, device)
+    if tc.precision != "fp32":
+        log(f"precision: {precision} ({why})")
+    tc = replace(tc, precision=precision)  # the run's config keeps what was asked ("auto")
     model.to(device)
     attach_items(model, data.items)
     optimizer = make_optimizer(model, tc)
