@@ -17,6 +17,7 @@ def test_gpu_script_smoke_run_on_cpu(tmp_path: Path) -> None:
         "PRESET": "tiny",
         "CONFIG": str(ROOT / "configs" / "cpu.toml"),
         "BATCHES": "512",
+        "PRECISIONS": "fp32 bf16",
         "DATA": str(tmp_path / "data"),
         "OUT": str(tmp_path / "runs"),
     }
@@ -29,6 +30,8 @@ def test_gpu_script_smoke_run_on_cpu(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    result = [line for line in done.stdout.splitlines() if line.startswith("RESULT batch 512")]
-    assert result and "samples/s" in result[0] and "epoch" in result[0]
-    assert len(list((tmp_path / "runs").iterdir())) == 1
+    lines = done.stdout.splitlines()
+    for precision in ("fp32", "bf16"):
+        result = [x for x in lines if x.startswith(f"RESULT {precision} batch 512")]
+        assert result and "samples/s" in result[0] and "epoch" in result[0]
+    assert len(list((tmp_path / "runs").iterdir())) == 2
