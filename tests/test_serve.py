@@ -302,9 +302,22 @@ def _wait_for(url: str, proc: subprocess.Popen[str]) -> Any:
 
 
 def test_settings_round_trip() -> None:
-    settings = ServeSettings(run="r", data="d", max_wait_ms=1.5, workers=2)
+    settings = ServeSettings(run="r", data="d", max_wait_ms=1.5, workers=2, precision="int8")
     assert ServeSettings.from_json(settings.to_json()) == settings
     assert json.loads(settings.to_json())["host"] == "127.0.0.1"
+    with pytest.raises(mmctr.errors.ConfigError, match="--precision 'fp16'"):
+        ServeSettings(run="r", data="d", precision="fp16")
+
+
+def test_a_bf16_server_says_so_and_scores_close_to_fp32(
+    client: Any, run_dir: Path, tiny_data_master: Path
+) -> None:
+    want = client.post("/v1/score", json=body()).json()["scores"]
+    service = served(run_dir, tiny_data_master, max_history=30, precision="bf16")
+    with TestClient(build_app(service)) as c:
+        assert c.get("/v1/model").json()["model"]["precision"] == "bf16"
+        got = c.post("/v1/score", json=body()).json()["scores"]
+    assert np.abs(np.asarray(got) - np.asarray(want)).max() < 0.02
 
 
 def test_new_items_register_and_score_like_their_features(
