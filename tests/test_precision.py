@@ -67,6 +67,7 @@ def test_low_precision_scores_stay_close_to_fp32(
     else:
         kinds = {type(m).__module__ for m in low.model.modules()}
         assert "torch.ao.nn.quantized.dynamic.modules.linear" in kinds
+    assert low.precision == precision and low.parameter_count == full.parameter_count > 0
     split = full.split("valid")
     a, b = full.predict(split), low.predict(split)
     assert a.dtype == b.dtype == np.float32

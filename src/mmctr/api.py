@@ -77,6 +77,8 @@ class Scorer:
     items: ItemTable
     data_dir: Path
     device: torch.device
+    precision: str = "fp32"  # how ``model`` scores: fp32, bf16 weights or int8 Linear layers
+    parameter_count: int = 0  # of the trained model (an int8 model hides its Linear weights)
 
     def split(self, name: str, *, require_labels: bool = False) -> Split:
         """A split of the data folder, checked against the model's schema."""
@@ -222,8 +224,11 @@ def load_run(
     target = where if isinstance(where, torch.device) else resolve_device(where)
     trained.model.to(target)
     attach_items(trained.model, items)
+    count = sum(p.numel() for p in trained.model.parameters())
     model = for_inference(trained.model.eval(), precision)
-    scorer = Scorer(model, trained.config, trained.schema, items, Path(data_dir), target)
+    scorer = Scorer(
+        model, trained.config, trained.schema, items, Path(data_dir), target, precision, count
+    )
     registered = read_new_items(run_dir)
     if registered is not None:
         ids = scorer.add_items(registered[1], registered[2])

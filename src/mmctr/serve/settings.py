@@ -81,7 +81,7 @@ class Served:
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/model`` answers: enough for a caller to build valid requests."""
         cfg, schema = self.scorer.config, self.scorer.schema
-        params = sum(p.numel() for p in self.scorer.model.parameters())
+        params = self.scorer.parameter_count
         return {
             "run": self.run_id,
             "run_dir": self.settings.run,
@@ -92,7 +92,7 @@ class Served:
                 "mask": cfg.model.mask,
                 "use_multimodal": cfg.model.use_multimodal,
                 "device": str(self.scorer.device),
-                "precision": self.settings.precision,
+                "precision": self.scorer.precision,
             },
             "vocab": {
                 "items": schema.num_items,
