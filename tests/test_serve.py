@@ -360,9 +360,12 @@ def test_model_process_scores_registers_items_and_stops(
     reference = mmctr.load_run(run_dir, tiny_data_master, device="cpu")
     reference.add_items([new["tags"]], [new["emb"]])
     expected = reference.score_groups([(body()["history"], [3, 1], [n, 4])])[0]
-    with TestClient(build_app(service)) as c:
+    app = build_app(service)
+    assert all(p.numel() == 0 for p in service.scorer.model.parameters()), "weights freed"
+    with TestClient(app) as c:
         assert len(model_children()) == 1
         assert c.get("/ready").json()["ready"] is True
+        assert c.get("/v1/model").json()["model"]["parameters"] == service.scorer.parameter_count
         for u, want in zip(users, in_thread, strict=True):
             got = c.post("/v1/score", json=u).json()["scores"]
             assert np.abs(np.asarray(got) - np.asarray(want)).max() <= 1e-6

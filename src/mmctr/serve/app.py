@@ -30,7 +30,7 @@ from mmctr.serve.batcher import MicroBatcher, ShuttingDown
 from mmctr.serve.checks import BadRequest, RequestChecker
 from mmctr.serve.metrics import ASGIApp, ServeMetrics, instrument
 from mmctr.serve.settings import Served, ServeSettings, load_served
-from mmctr.serve.worker import ModelProcess, ModelProcessError
+from mmctr.serve.worker import ModelProcess, ModelProcessError, drop_weights
 
 SETTINGS_ENV = "MMCTR_SERVE_SETTINGS"  # how `mmctr serve --workers N` hands settings to workers
 PATHS = {"/v1/score", "/v1/score/batch", "/v1/rank", "/v1/model", "/v1/items"}
@@ -103,6 +103,7 @@ def build_app(served: Served) -> ASGIApp:
             settings.run, settings.data, device=settings.device, threads=settings.threads,
             precision=settings.precision,
         )  # fmt: skip
+        drop_weights(served.scorer.model)  # the child scores; this process checks requests
     batcher = MicroBatcher(
         served.scorer.score_groups if model is None else model.score_groups,
         max_batch=settings.max_batch,

@@ -24,9 +24,12 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from mmctr.api import Group
 from mmctr.errors import MmctrError
+from mmctr.runtime import release_freed_memory
 
 STOP = "stop"
 READY_TIMEOUT_S = 600.0  # loading the paper configuration on a slow disk takes a while
@@ -41,8 +44,6 @@ def _serve(
 ) -> None:
     """The child: load, warm up, then answer calls until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the group; the parent stops us
-    import torch
-
     from mmctr.api import load_run
     from mmctr.runtime import keep_freed_memory
 
@@ -68,6 +69,16 @@ def _serve(
             conn.send(("ok", getattr(scorer, op)(*args)))
         except Exception as exc:
             conn.send(("error", _portable(exc)))
+
+
+def drop_weights(model: nn.Module) -> None:
+    """Free the weights of a model this process no longer runs: with a model process the
+    server only checks requests and registers items, which need the item table (buffers,
+    kept), not the weights (1 GB at the paper configuration)."""
+    with torch.no_grad():
+        for param in model.parameters():
+            param.data = torch.empty(0, dtype=param.dtype, device=param.device)
+    release_freed_memory()
 
 
 def _portable(exc: Exception) -> Exception:
