@@ -27,11 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmctr.api import Group
+from mmctr.api import Group, load_run
 from mmctr.errors import MmctrError
-from mmctr.runtime import release_freed_memory
+from mmctr.runtime import keep_freed_memory, release_freed_memory
 
 STOP = "stop"
+OPS = ("score_groups", "add_items")  # the Scorer methods the child answers
 READY_TIMEOUT_S = 600.0  # loading the paper configuration on a slow disk takes a while
 
 
@@ -44,9 +45,6 @@ def _serve(
 ) -> None:
     """The child: load, warm up, then answer calls until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the group; the parent stops us
-    from mmctr.api import load_run
-    from mmctr.runtime import keep_freed_memory
-
     keep_freed_memory()
     if threads > 0:
         torch.set_num_threads(threads)
@@ -66,6 +64,8 @@ def _serve(
         if op == STOP:
             return
         try:
+            if op not in OPS:
+                raise ValueError(f"the model process does not answer {op!r}")
             conn.send(("ok", getattr(scorer, op)(*args)))
         except Exception as exc:
             conn.send(("error", _portable(exc)))
