@@ -63,12 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _head(split: mmctr.data.Split, n: int) -> mmctr.data.Split:
-    from dataclasses import replace
-
-    cut = slice(0, min(n, len(split)))
-    labels = None if split.labels is None else split.labels[cut]
-    return replace(split, users=split.users[cut], history=split.history[cut],
-                   target=split.target[cut], context=split.context[cut], labels=labels)  # fmt: skip
+    return split.take(slice(0, min(n, len(split))))
 
 
 if __name__ == "__main__":

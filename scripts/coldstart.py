@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +44,7 @@ def held_out_items(num_items: int, fraction: float, seed: int) -> np.ndarray:
 
 
 def without_targets(split: Split, held: np.ndarray) -> Split:
-    keep = ~np.isin(split.target, held)
-    labels = None if split.labels is None else split.labels[keep]
-    return replace(
-        split,
-        users=split.users[keep],
-        history=split.history[keep],
-        target=split.target[keep],
-        context=split.context[keep],
-        labels=labels,
-    )
+    return split.take(~np.isin(split.target, held))
 
 
 def run_one(

@@ -53,6 +53,20 @@ def test_batches_cover_every_row_once(tiny_data: Path) -> None:
     assert sorted(np.concatenate(seen).tolist()) == sorted(split.target.tolist())
 
 
+def test_take_keeps_rows_aligned_across_arrays(tiny_data: Path) -> None:
+    split = load_dataset(tiny_data, DataConfig())["train"]
+    rows = np.array([5, 0, 7])
+    part = split.take(rows)
+    assert len(part) == 3 and part.name == split.name
+    assert (part.target == split.target[rows]).all() and (part.users == split.users[rows]).all()
+    assert (part.history == split.history[rows]).all()
+    assert (part.context == split.context[rows]).all()
+    assert part.labels is not None and split.labels is not None
+    assert (part.labels == split.labels[rows]).all()
+    assert len(split.take(slice(0, 4))) == 4
+    assert len(split.take(split.target == split.target[0])) >= 1
+
+
 def test_schema_fingerprint_is_stable_and_sensitive(tiny_data: Path) -> None:
     a = load_dataset(tiny_data, CFG, ("valid",)).schema
     b = load_dataset(tiny_data, CFG, ("test",)).schema

@@ -7,7 +7,7 @@ preallocated arrays, so memory stays near the size of the result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,18 @@ class Split:
     @property
     def seq_len(self) -> int:
         return int(self.history.shape[1])
+
+    def take(self, rows: np.ndarray | slice) -> Split:
+        """These rows (an index array, a boolean mask or a slice) as a split of their own."""
+        labels = None if self.labels is None else self.labels[rows]
+        return replace(
+            self,
+            users=self.users[rows],
+            history=self.history[rows],
+            target=self.target[rows],
+            context=self.context[rows],
+            labels=labels,
+        )
 
 
 def read_item_table(data_dir: Path, cfg: DataConfig, *, num_tags: int | None = None) -> ItemTable:

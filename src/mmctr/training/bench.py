@@ -204,15 +204,7 @@ def _rows_with_history(split: Split, min_history: int) -> Split:
             f"--min-history {min_history}: no {split.name} row has that many history items "
             f"(the longest stored history has {int((split.history != 0).sum(1).max())})"
         )
-    labels = None if split.labels is None else split.labels[keep]
-    return replace(
-        split,
-        users=split.users[keep],
-        history=split.history[keep],
-        target=split.target[keep],
-        context=split.context[keep],
-        labels=labels,
-    )
+    return split.take(keep)
 
 
 def _meta_model(config: Config, data: Dataset) -> CTRModel:
