@@ -146,9 +146,9 @@ class Scorer:
         order, candidate ids); the result is one probability array per group, in candidate
         order. Each history is encoded once and its share of the work done once for all its
         candidates (``forward_groups``), which is what a ranking service wants: a few hundred
-        candidates share one history. Every history
-        is left-padded to at least the model's ``max_len``, so a group's scores do not depend on
-        the other groups it is scored with (the model reads the same window either way).
+        candidates share one history. Every history is left-padded to at least the model's
+        ``max_len``, so a group's scores do not depend on the other groups it is scored with
+        (the model reads the same window either way).
         """
         if not groups:
             return []

@@ -70,11 +70,16 @@ class SeedCTR(CTRModel):
             history = F.pad(history, (cfg.first_k - history.shape[1], 0))
         return history
 
+    @property
+    def _packs(self) -> bool:
+        """Whether the Transformer runs on real tokens only (padding is inert only under the
+        correct mask)."""
+        return self.cfg.pack_tokens and self.cfg.mask == "correct"
+
     def _interest(self, history: torch.Tensor, target_vec: torch.Tensor) -> torch.Tensor:
         assert self.sequence is not None
-        cfg = self.cfg
         history = self.window(history)
-        if cfg.pack_tokens and cfg.mask == "correct":  # padding is inert only under this mask
+        if self._packs:
             real = history.ne(0)
             packed = self.items(history[real])  # (N, Di): real items only, row-major
             return self.sequence.forward_packed(packed, target_vec, real)
@@ -104,11 +109,9 @@ class SeedCTR(CTRModel):
         parts = [self.context(context)[group], target_vec]
         if self.sequence is not None:
             history = self.window(history)  # (G, L): the same columns as for history[group]
-            real = history.ne(0)
-            packed = self.cfg.pack_tokens and self.cfg.mask == "correct"
             parts.append(
                 self.sequence.forward_groups(
-                    self.items(history), real, target_vec, group, packed=packed
+                    self.items(history), history.ne(0), target_vec, group, packed=self._packs
                 )
             )
         return self._towers(torch.cat(parts, dim=-1))

@@ -121,16 +121,16 @@ class TargetAwareTransformer(nn.Module):
         self._check_width(L)
         if not self.target_concat:
             return self._run_once(history, real, packed)[group]
+        real_rows = real.index_select(0, group)  # (B, L)
         first = cast(EncoderLayer, self.layers[0])
         w = first.qkv.weight
         if not isinstance(w, torch.Tensor):  # quantised (int8): no weight halves to share
-            rows, real_rows = history.index_select(0, group), real.index_select(0, group)
+            rows = history.index_select(0, group)
             if packed:
                 return self.forward_packed(rows[real_rows], target, real_rows)
             return self.forward(rows, target, real_rows)
         from_history = F.linear(history, w[:, :di]).reshape(G * L, -1)  # (G L, 3D)
         from_target = F.linear(target, w[:, di:], first.qkv.bias)  # (B, 3D)
-        real_rows = real[group]  # (B, L)
         if packed:
             layout = self._layout(real_rows)
             flat = real_rows.reshape(-1).nonzero().squeeze(1)  # row-major real positions
