@@ -253,6 +253,10 @@ def test_bench_times_long_histories_alone_when_asked(
     assert code == 2 and "--min-history 100000: no train row has that many" in err
     code, _, err = run(capsys, *args, "--min-history", "-1")
     assert code == 2 and "--min-history must be >= 0" in err
+    code, _, err = run(capsys, *args, "--warmup", "-1")
+    assert code == 2 and "--warmup must be >= 0" in err
+    code, out, _ = run(capsys, *args, "--json", "--warmup", "0")
+    assert code == 0 and json.loads(out)["warmup_batches"] == 0
 
 
 def test_train_writes_tensorboard_curves(

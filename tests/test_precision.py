@@ -121,3 +121,27 @@ def test_bench_reports_bf16_rates_and_speedups(
     # the MFU of an fp32 run is against the fp32 matmul rate (both printed rounded)
     expected = figures["train_gflops"] / figures["matmul_gflops"]
     assert figures["mfu"] == pytest.approx(expected, rel=0.05, abs=2e-3)
+
+
+def test_bench_times_bf16_scoring_on_bf16_weights_as_predict_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mmctr.training import bench
+
+    seen: list[set[torch.dtype]] = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 1)
+
+        def forward(self, history: object, target: object, context: object) -> torch.Tensor:
+            seen.append({p.dtype for p in self.parameters()})
+            assert not torch.is_autocast_enabled("cpu")  # no per-batch casts
+            return self.lin(torch.ones(2, 3, dtype=self.lin.weight.dtype))
+
+    class B:
+        history = target = context = None
+
+    assert bench._timed_inference(Probe(), [B(), B()], "bf16") >= 0  # type: ignore[arg-type]
+    assert seen == [{torch.bfloat16}, {torch.bfloat16}]

@@ -155,6 +155,8 @@ def bench(args: argparse.Namespace) -> int:
 
     if args.batches < 1:
         raise ConfigError(f"--batches must be >= 1, got {args.batches}")
+    if args.warmup < 0:
+        raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
     config = load_config(args.config, args.overrides)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
@@ -164,6 +166,7 @@ def bench(args: argparse.Namespace) -> int:
         config,
         args.data,
         batches=args.batches,
+        warmup=args.warmup,
         baseline=args.baseline,
         min_history=args.min_history,
         compare_bf16=args.compare_bf16,

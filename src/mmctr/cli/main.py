@@ -144,6 +144,12 @@ def _add_measure_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--batches", type=int, default=20, help="timed training batches")
     p.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="untimed training batches first (more for large models: the allocator settles)",
+    )
+    p.add_argument(
         "--baseline",
         action="store_true",
         help="also time the plain full-length path on the same batches and report the speed-ups",
@@ -151,7 +157,7 @@ def _add_measure_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--compare-bf16",
         action="store_true",
-        help="also time bf16 autocast on the same batches and report its speed-ups",
+        help="also time bf16 on the same batches (autocast training, scoring on bf16 weights)",
     )
     p.add_argument(
         "--min-history",

@@ -31,7 +31,7 @@ from mmctr.model.cost import reads_history
 from mmctr.training.checkpoint import dims_of
 from mmctr.training.inference import attach_items, autocast
 from mmctr.training.loop import make_optimizer
-from mmctr.training.precision import resolve_precision
+from mmctr.training.precision import for_inference, resolve_precision
 
 CPU = torch.device("cpu")  # bench times the CPU
 
@@ -86,12 +86,13 @@ def _timed_training(
 
 @torch.inference_mode()
 def _timed_inference(model: CTRModel, batches: list[Batch], precision: str) -> float:
-    model.eval()
-    with autocast(CPU, precision):
-        model(batches[0].history, batches[0].target, batches[0].context)  # warm-up
-        start = time.perf_counter()
-        for batch in batches[1:]:
-            model(batch.history, batch.target, batch.context)
+    """Scoring as ``predict --precision`` does it: bf16 converts the weights once (no casts
+    per batch); the model is not trained afterwards."""
+    model = for_inference(model.eval(), precision)
+    model(batches[0].history, batches[0].target, batches[0].context)  # warm-up
+    start = time.perf_counter()
+    for batch in batches[1:]:
+        model(batch.history, batch.target, batch.context)
     return time.perf_counter() - start
 
 
@@ -144,6 +145,8 @@ def bench(
         "load_seconds": round(load_seconds, 2),
         "train_rows": len(data["train"]),
         "min_history": min_history,
+        "warmup_batches": warmup,
+        "timed_batches": batches,
         "timed_from_rows": len(rows),
         "threads": torch.get_num_threads(),
         "precision": precision,
