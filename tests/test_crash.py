@@ -38,7 +38,7 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 if kind == "step":
-    from mmctr.training import loop
+    from mmctr.training import epoch as loop
     real_step = loop.train_step
     def step(*a, **k):
         if due():

@@ -25,6 +25,7 @@ from mmctr.experiments.plan import Plan
 from mmctr.experiments.report import markdown, summarise
 from mmctr.experiments.rows import COLUMNS, METRIC_COLUMNS, RunRow
 from mmctr.experiments.runner import eta_seconds, format_duration
+from mmctr.training import epoch as epochs
 from mmctr.training import loop
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -98,7 +99,7 @@ def test_resume_reruns_nothing_that_finished(
     tiny_data_master: Path, tiny_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = ablation_plan(tiny_config, None, variants=["full", "no-transformer"])
-    real_epoch, calls = loop._train_epoch, {"n": 0}
+    real_epoch, calls = epochs.train_epoch, {"n": 0}
 
     def killed_in_the_second_runs_second_epoch(*args: Any) -> float:
         calls["n"] += 1
@@ -106,10 +107,10 @@ def test_resume_reruns_nothing_that_finished(
             raise KeyboardInterrupt
         return real_epoch(*args)
 
-    monkeypatch.setattr(loop, "_train_epoch", killed_in_the_second_runs_second_epoch)
+    monkeypatch.setattr(epochs, "train_epoch", killed_in_the_second_runs_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(plan, tiny_data_master, tmp_path, log=quiet)
-    monkeypatch.setattr(loop, "_train_epoch", real_epoch)
+    monkeypatch.setattr(epochs, "train_epoch", real_epoch)
     assert [r["run"] for r in read_csv(tmp_path / "results.csv")] == ["full-seed0"]
 
     real_fit, fits = loop.fit, []

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mmctr.config.train import TrainConfig
 from mmctr.model import DataDims, ModelConfig, SeedCTR
 from mmctr.model.encoder import EncoderLayer
-from mmctr.training.loop import train_step
+from mmctr.training.epoch import train_step
 
 DIMS = DataDims(
     num_items=200, num_tags=30, tags_per_item=5, emb_dim=64, context_vocab_sizes=(11, 11)

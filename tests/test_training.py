@@ -15,7 +15,8 @@ from mmctr.data import load_dataset
 from mmctr.errors import CheckpointError, ConfigError
 from mmctr.model import SeedCTR
 from mmctr.training import checkpoint as ckpt
-from mmctr.training import inference, loop
+from mmctr.training import epoch as epochs
+from mmctr.training import inference
 from mmctr.training.loop import FitResult, fit
 from mmctr.training.state import TrainState
 
@@ -66,17 +67,17 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(
 ) -> None:
     config = tiny_config.with_overrides(["train.epochs=3", "train.patience=3"])
     whole = train(tiny_data_master, config, tmp_path / "whole")
-    real_epoch = loop._train_epoch
+    real_epoch = epochs.train_epoch
 
     def crash_in_epoch_2(*args: Any) -> float:
         if args[4] == 2:  # the epoch argument
             raise KeyboardInterrupt
         return real_epoch(*args)
 
-    monkeypatch.setattr(loop, "_train_epoch", crash_in_epoch_2)
+    monkeypatch.setattr(epochs, "train_epoch", crash_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_data_master, config, tmp_path / "killed")
-    monkeypatch.setattr(loop, "_train_epoch", real_epoch)
+    monkeypatch.setattr(epochs, "train_epoch", real_epoch)
     assert len((tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()) == 1
     with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
         train(tiny_data_master, config, tmp_path / "killed")
@@ -91,13 +92,13 @@ def test_early_stopping_decays_lr_and_restores_the_best(
     tiny_data_master: Path, tiny_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scripted = iter([0.60, 0.70, 0.65, 0.64, 0.90])
-    real_evaluate = loop.evaluate
+    real_evaluate = epochs.score_valid
 
     def scripted_evaluate(*args: Any) -> dict[str, float]:
         metrics = real_evaluate(*args)
         return {**metrics, "auc": next(scripted)}
 
-    monkeypatch.setattr(loop, "evaluate", scripted_evaluate)
+    monkeypatch.setattr(epochs, "score_valid", scripted_evaluate)
     config = tiny_config.with_overrides(["train.epochs=10", "train.patience=2", "train.lr=1e-3"])
     result = train(tiny_data_master, config, tmp_path / "run")
     assert result.epochs_run == 4 and result.stopped_early and result.best_epoch == 2
@@ -110,7 +111,7 @@ def test_early_stopping_decays_lr_and_restores_the_best(
 def test_min_lr_floor(
     tiny_data_master: Path, tiny_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loop, "evaluate", lambda *a: {"auc": 0.5, "logloss": 1.0, "gauc": 0.5})
+    monkeypatch.setattr(epochs, "score_valid", lambda *a: {"auc": 0.5, "logloss": 1.0, "gauc": 0.5})
     config = tiny_config.with_overrides(
         ["train.epochs=4", "train.patience=9", "train.lr=1e-3", "train.min_lr=5e-5"]
     )

@@ -28,6 +28,7 @@ from mmctr.errors import CheckpointError
 from mmctr.items import NEW_ITEMS_FILE, check_new_items, read_new_items
 from mmctr.model import CTRModel, build_model, parameter_counts
 from mmctr.training import checkpoint as ckpt
+from mmctr.training import distributed
 from mmctr.training.inference import attach_items, autocast, predict_probs, resolve_device
 from mmctr.training.loop import FitResult, Log, Monitor, fit
 from mmctr.training.metrics import all_metrics
@@ -55,6 +56,8 @@ def train(
         config = load_config(config)
     if overrides:
         config = config.with_overrides(list(overrides))
+    if not distributed.current().is_main:  # in a torchrun group rank 0 alone speaks
+        log = _silent
     t0 = time.perf_counter()
     data = load_dataset(data_dir, config.data, ("train", "valid"))
     log(
@@ -200,6 +203,10 @@ class Scorer:
             raise ValueError(f"context has {ctx.shape[1]} columns; the model reads {cols}")
         for j, (name, size) in enumerate(zip(self.config.data.context_cols, vocab, strict=True)):
             _check_range(ctx[:, j], size, f"context column {name}", "level")
+
+
+def _silent(message: str) -> None:
+    """The log of a torchrun rank other than 0."""
 
 
 def load_run(

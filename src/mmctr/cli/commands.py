@@ -10,11 +10,13 @@ from pathlib import Path
 import torch
 
 from mmctr import api
+from mmctr.cli.launch import run_torchrun
 from mmctr.config import Config, load_config
 from mmctr.data import load_dataset
 from mmctr.errors import ConfigError
 from mmctr.model import build_model, macs_per_sample, parameter_counts
 from mmctr.training import checkpoint as ckpt
+from mmctr.training import distributed
 from mmctr.training.submission import write_submission
 from mmctr.training.tensorboard import TensorBoardMonitor
 
@@ -72,6 +74,10 @@ def _train_config(args: argparse.Namespace, run: ckpt.RunDir) -> Config:
 
 
 def train(args: argparse.Namespace) -> int:
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc > 1 and not distributed.launched():
+        return run_torchrun(args.nproc, args.argv)
     run = ckpt.RunDir(Path(args.out))
     if args.resume and run.finished():
         summary = ckpt.read_summary(run)
@@ -85,7 +91,8 @@ def train(args: argparse.Namespace) -> int:
             f"{run.root} already holds a run; pass --resume to continue it or choose another --out"
         )
     config = _train_config(args, run)
-    monitor = TensorBoardMonitor(args.tensorboard) if args.tensorboard else None
+    world = distributed.join_from_env(config.train.device)  # torchrun's group, if any
+    monitor = TensorBoardMonitor(args.tensorboard) if args.tensorboard and world.is_main else None
     try:
         result = api.train(
             args.data, config, run.root, resume=args.resume, progress=args.progress,
@@ -94,6 +101,9 @@ def train(args: argparse.Namespace) -> int:
     finally:
         if monitor is not None:
             monitor.close()
+        distributed.leave()
+    if not world.is_main:
+        return 0
     v = result.best_valid
     print(
         f"done: best epoch {result.best_epoch} of {result.epochs_run}; valid auc {v['auc']:.4f} "

@@ -96,6 +96,13 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     )
     add_progress_flag(p)
     p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="train data-parallel in N processes on this machine (starts torchrun; "
+        "train.batch_size stays the global batch)",
+    )
+    p.add_argument(
         "--tensorboard",
         metavar="DIR",
         help="also write training curves for TensorBoard into DIR (the tensorboard extra)",
@@ -176,6 +183,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` restarts it
     keep_freed_memory()
     # `kill` (SIGTERM) stops a run like Ctrl-C: cleanly, ending the worker processes of
     # `experiment --jobs`, with its checkpoints left to resume from. It is also the way to stop

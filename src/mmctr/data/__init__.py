@@ -1,7 +1,7 @@
 """Data: read and validate the challenge layout, hold it as arrays, cut it into batches."""
 
 from mmctr.config.data import DataConfig
-from mmctr.data.batches import Batch, iter_batches, make_batch, num_batches
+from mmctr.data.batches import Batch, iter_batches, make_batch, num_batches, order_batches
 from mmctr.data.dataset import SPLITS, Dataset, load_dataset
 from mmctr.data.reader import ItemTable, Split
 from mmctr.data.schema import DataSchema
@@ -18,4 +18,5 @@ __all__ = [
     "load_dataset",
     "make_batch",
     "num_batches",
+    "order_batches",
 ]

@@ -53,13 +53,25 @@ def iter_batches(
     drop_last: bool = False,
 ) -> Iterator[Batch]:
     """Batches in file order, or in a permutation fixed by ``seed`` when ``shuffle``."""
+    if shuffle:
+        for rows in order_batches(len(split), batch_size, seed=seed, drop_last=drop_last):
+            yield make_batch(split, rows)
+        return
     n = len(split)
-    order = np.random.default_rng(seed).permutation(n) if shuffle else None
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
-        end = min(start + batch_size, n)
-        rows: slice | np.ndarray = slice(start, end) if order is None else order[start:end]
-        yield make_batch(split, rows)
+        yield make_batch(split, slice(start, min(start + batch_size, n)))
+
+
+def order_batches(
+    n: int, batch_size: int, *, seed: int, drop_last: bool = False
+) -> Iterator[np.ndarray]:
+    """The row indices of each batch of a permutation of n rows fixed by ``seed`` (the same
+    on every process that asks, which is what lets data-parallel ranks share batches)."""
+    order = np.random.default_rng(seed).permutation(n)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        yield order[start : min(start + batch_size, n)]
 
 
 def num_batches(split: Split, batch_size: int, *, drop_last: bool = False) -> int:

@@ -6,7 +6,8 @@ killed and resumed from its last checkpoint gives the same weights as one never 
 
 from __future__ import annotations
 
-import math
+import contextlib
+import inspect
 import sys
 import time
 from collections.abc import Callable
@@ -15,27 +16,23 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
+from torch.nn.parallel import DistributedDataParallel
 
 from mmctr.config import Config
 from mmctr.config.train import TrainConfig
-from mmctr.data import Batch, DataSchema, Dataset, Split, iter_batches, num_batches
+from mmctr.data import DataSchema, Dataset
 from mmctr.errors import CheckpointError
 from mmctr.model.base import CTRModel
 from mmctr.training import checkpoint as ckpt
-from mmctr.training.inference import attach_items, autocast, evaluate, model_device, resolve_device
+from mmctr.training import distributed
+from mmctr.training import epoch as epochs
+from mmctr.training.distributed import World
+from mmctr.training.inference import attach_items, resolve_device
 from mmctr.training.lock import run_lock
 from mmctr.training.precision import resolve_precision
 from mmctr.training.state import TrainState
 
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class EpochLoss:
-    mean: float  # over rows
-    steps: torch.Tensor  # (steps,) each step's mean loss, on the model's device
 
 
 class Monitor(Protocol):
@@ -76,11 +73,19 @@ def fit(
     """Train on the train split, stop on valid; leave the best weights in ``model``.
 
     ``monitor`` (e.g. ``TensorBoardMonitor``) is told every step's loss and every epoch's
-    record; it never changes what is trained.
+    record; it never changes what is trained. In a process group (``torchrun``; see
+    ``distributed``) every rank calls this; rank 0 alone writes the run, logs and monitors.
     """
     run = ckpt.RunDir(Path(run_dir))
-    with run_lock(run.root):
-        return _fit_locked(model, data, config, run, resume, progress, log, monitor)
+    world = distributed.current()
+    if not world.is_main:
+        log, progress, monitor = _quiet, False, None
+    with run_lock(run.root) if world.is_main else contextlib.nullcontext():
+        return _fit_locked(model, data, config, run, resume, progress, log, monitor, world)
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def _fit_locked(
@@ -92,12 +97,13 @@ def _fit_locked(
     progress: bool | None,
     log: Log,
     monitor: Monitor | None,
+    world: World,
 ) -> FitResult:
     tc = config.train
     progress = sys.stderr.isatty() if progress is None else progress
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
-    device = resolve_device(tc.device)
+    device = distributed.device_for(world, resolve_device(tc.device))
     precision, why = resolve_precision(tc.precision, device)
     if tc.precision != "fp32":
         log(f"precision: {precision} ({why})")
@@ -106,30 +112,74 @@ def _fit_locked(
     attach_items(model, data.items)
     optimizer = make_optimizer(model, tc)
     state = _start_or_resume(run, model, optimizer, data.schema, tc, resume, log)
-    ckpt.write_config(run, config)
+    world.barrier()  # every rank has checked the run directory before rank 0 writes to it
+    net = _data_parallel(model, world, device, log)
+    if world.is_main:
+        ckpt.write_config(run, config)
     train, valid = data["train"], data["valid"]
     while state.should_continue(tc.epochs, tc.patience):
         epoch = state.epoch + 1
         for group in optimizer.param_groups:
             group["lr"] = state.lr
         t0 = time.perf_counter()
-        loss = _train_epoch(model, optimizer, train, tc, epoch, progress)
+        loss = epochs.train_epoch(net, optimizer, train, tc, epoch, progress, world)
         train_seconds = time.perf_counter() - t0
-        metrics = evaluate(model, valid, tc.eval_batch_size, tc.precision)
+        metrics = epochs.score_valid(model, valid, tc.eval_batch_size, tc.precision, world)
         improved = state.record(epoch, metrics["auc"], tc.lr_decay, tc.min_lr)
-        if improved:
-            payload = ckpt.model_payload(model, config, data.schema, epoch=epoch, valid=metrics)
-            ckpt.save(payload, run.model)
         record = _epoch_record(epoch, loss.mean, metrics, optimizer, train_seconds, t0, len(train))
         record["improved"] = improved
         if device.type == "cuda":
             record["gpu_peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         state.finish_epoch(record, train_seconds)
-        ckpt.save_state(run, state, model, optimizer, data.schema)
+        if world.is_main:
+            _save_epoch(run, model, optimizer, config, data.schema, state, improved, metrics)
         if monitor is not None:
             monitor.epoch(epoch, loss.steps, record)
         log(_epoch_line(record))
-    return _finish(run, model, state, data.schema, tc.patience)
+    world.barrier()  # rank 0 has written the best weights that every rank loads back
+    return _finish(run, model, state, data.schema, tc.patience, world)
+
+
+def _data_parallel(
+    model: CTRModel, world: World, device: torch.device, log: Log
+) -> torch.nn.Module:
+    """``model`` itself alone; across ranks, wrapped to average gradients during backward.
+
+    Parameters a batch does not reach (the Transformer's, when no row has history) get zero
+    gradients rather than a hang; gradients live in DDP's buckets (no second copy of the
+    cross network's 248 M).
+    """
+    if not world.active:
+        return model
+    log(f"data parallel: {world.size} processes ({torch.distributed.get_backend()})")
+    # the frozen item buffers are the same on every rank: not re-sent before each forward
+    # (the keyword was renamed in PyTorch 2.13; broadcast_buffers before)
+    renamed = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    no_resend: dict[str, Any] = {"forward_sync_buffers" if renamed else "broadcast_buffers": False}
+    return DistributedDataParallel(
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True,
+        gradient_as_bucket_view=True,
+        **no_resend,
+    )
+
+
+def _save_epoch(
+    run: ckpt.RunDir,
+    model: CTRModel,
+    optimizer: torch.optim.Optimizer,
+    config: Config,
+    schema: DataSchema,
+    state: TrainState,
+    improved: bool,
+    metrics: dict[str, float],
+) -> None:
+    """The best weights when the epoch improved, then what resuming needs (rank 0's work)."""
+    if improved:
+        payload = ckpt.model_payload(model, config, schema, epoch=state.epoch, valid=metrics)
+        ckpt.save(payload, run.model)
+    ckpt.save_state(run, state, model, optimizer, schema)
 
 
 def _start_or_resume(
@@ -193,7 +243,12 @@ def _epoch_line(record: dict[str, Any]) -> str:
 
 
 def _finish(
-    run: ckpt.RunDir, model: CTRModel, state: TrainState, schema: DataSchema, patience: int
+    run: ckpt.RunDir,
+    model: CTRModel,
+    state: TrainState,
+    schema: DataSchema,
+    patience: int,
+    world: World,
 ) -> FitResult:
     """Load the best weights back into ``model`` and write the run's summary."""
     if state.best_epoch < 1:
@@ -208,70 +263,6 @@ def _finish(
         stopped_early=state.bad_epochs >= patience,
         history=state.history,
     )
-    ckpt.write_summary(run, result.__dict__ | {"fingerprint": schema.fingerprint})
+    if world.is_main:
+        ckpt.write_summary(run, result.__dict__ | {"fingerprint": schema.fingerprint})
     return result
-
-
-def _train_epoch(
-    model: CTRModel,
-    optimizer: torch.optim.Optimizer,
-    train: Split,
-    tc: TrainConfig,
-    epoch: int,
-    progress: bool,
-) -> EpochLoss:
-    """One pass over ``train`` in the epoch's seeded order. The losses stay on the model's
-    device until the epoch ends: reading them every step would stall a GPU."""
-    model.train()
-    torch.manual_seed(tc.seed + epoch)  # dropout draws depend only on (seed, epoch)
-    batches = iter_batches(train, tc.batch_size, shuffle=True, seed=tc.seed + epoch)
-    steps = num_batches(train, tc.batch_size)
-    bar = tqdm(
-        batches,
-        total=steps,
-        disable=not progress,
-        desc=f"epoch {epoch}",
-        unit="batch",
-        leave=False,
-        mininterval=0.5,
-    )
-    device = model_device(model)
-    steps_loss = torch.zeros(steps, device=device)
-    total = torch.zeros((), device=device)  # row-weighted: the epoch's mean loss
-    count, step = 0, 0
-    for step, batch in enumerate(bar):
-        loss = train_step(model, optimizer, batch.to(device), tc)
-        steps_loss[step] = loss
-        total += loss * len(batch)
-        count += len(batch)
-        if step % 50 == 0:
-            _check_finite(float(total), epoch, step)
-            bar.set_postfix(loss=f"{float(total) / count:.4f}")
-    mean = float(total) / max(count, 1)
-    _check_finite(mean, epoch, step)
-    return EpochLoss(mean, steps_loss)
-
-
-def train_step(
-    model: CTRModel, optimizer: torch.optim.Optimizer, batch: Batch, tc: TrainConfig
-) -> torch.Tensor:
-    """One update: forward, binary cross-entropy, backward, clip, Adam. Returns the loss.
-
-    The batch must be on the model's device; the loss is detached and stays there.
-    """
-    assert batch.labels is not None
-    with autocast(batch.history.device, tc.precision):
-        logits = model(batch.history, batch.target, batch.context)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32 loss
-    loss = F.binary_cross_entropy_with_logits(logits, batch.labels.to(logits.dtype))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if tc.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-    optimizer.step()
-    return loss.detach()
-
-
-def _check_finite(value: float, epoch: int, step: int) -> None:
-    if not math.isfinite(value):
-        raise FloatingPointError(f"epoch {epoch} step {step}: loss is {value}; lower train.lr")

@@ -1,0 +1,122 @@
+"""One epoch of training and one scoring of the valid split, alone or across ranks.
+
+Alone, an epoch walks ``train`` in the epoch's seeded order in batches of ``train.batch_size``.
+Across ranks (``distributed.World``) every rank walks the same order and takes its share of
+each batch; its loss is weighted so that DistributedDataParallel's average of the ranks'
+gradients is the gradient of the whole batch's mean loss, exactly as one process computes it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from mmctr.config.train import TrainConfig
+from mmctr.data import Batch, Split, make_batch, num_batches, order_batches
+from mmctr.model.base import CTRModel
+from mmctr.training.distributed import World
+from mmctr.training.inference import autocast, evaluate, predict_probs
+from mmctr.training.metrics import all_metrics
+
+# dropout seeds of rank r are offset by r times this, so ranks draw different masks while
+# rank 0 draws what a single process draws
+RANK_SEED_STRIDE = 1_000_003
+
+
+@dataclass(frozen=True)
+class EpochLoss:
+    mean: float  # over rows (of all ranks)
+    steps: torch.Tensor  # (steps,) each step's mean loss, on the model's device
+
+
+def train_epoch(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: Split,
+    tc: TrainConfig,
+    epoch: int,
+    progress: bool,
+    world: World,
+) -> EpochLoss:
+    """One pass over ``train`` in the epoch's seeded order. ``net`` is the model, or its
+    DistributedDataParallel wrapper across ranks. The losses stay on the model's device until
+    the epoch ends: reading them every step would stall a GPU."""
+    net.train()
+    torch.manual_seed(tc.seed + epoch + RANK_SEED_STRIDE * world.rank)  # (seed, epoch, rank)
+    steps = num_batches(train, tc.batch_size)
+    order = order_batches(len(train), tc.batch_size, seed=tc.seed + epoch)
+    bar = tqdm(order, total=steps, disable=not progress, desc=f"epoch {epoch}", unit="batch",
+               leave=False, mininterval=0.5)  # fmt: skip
+    device = next(iter(net.parameters())).device
+    sums = torch.zeros(2, steps, device=device)  # per step: loss summed over rows, rows
+    total = torch.zeros((), device=device)
+    count, step = 0, 0
+    for step, rows in enumerate(bar):
+        mine = rows[world.share(len(rows))]
+        # a rank without rows in a short last batch still steps (DDP needs every rank's
+        # gradients), on one row weighted zero
+        batch = make_batch(train, mine if len(mine) else rows[:1]).to(device)
+        weight = world.size * len(mine) / len(rows)
+        loss = train_step(net, optimizer, batch, tc, weight=weight)
+        sums[0, step] = loss * len(mine)
+        sums[1, step] = len(mine)
+        total += loss * len(mine)
+        count += len(mine)
+        if step % 50 == 0:
+            _check_finite(float(total) / max(count, 1), epoch, step)
+            bar.set_postfix(loss=f"{float(total) / max(count, 1):.4f}")
+    world.sum(sums)
+    mean = float(sums[0].sum()) / max(float(sums[1].sum()), 1.0)
+    _check_finite(mean, epoch, step)
+    return EpochLoss(mean, sums[0] / sums[1].clamp(min=1))
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    tc: TrainConfig,
+    *,
+    weight: float = 1.0,
+) -> torch.Tensor:
+    """One update: forward, binary cross-entropy, backward, clip, Adam. Returns the loss.
+
+    The gradient is that of ``weight`` times the batch's mean loss (1 alone; across ranks, the
+    share that makes the ranks' average the whole batch's). The batch must be on the model's
+    device; the returned loss is the batch's mean, detached, and stays there.
+    """
+    assert batch.labels is not None
+    with autocast(batch.history.device, tc.precision):
+        logits = model(batch.history, batch.target, batch.context)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32 loss
+    loss = F.binary_cross_entropy_with_logits(logits, batch.labels.to(logits.dtype))
+    optimizer.zero_grad(set_to_none=True)
+    (loss * weight if weight != 1.0 else loss).backward()
+    if tc.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
+def score_valid(
+    model: CTRModel, valid: Split, batch_size: int, precision: str, world: World
+) -> dict[str, float]:
+    """AUC, logloss and gAUC of the whole ``valid`` split: across ranks each scores its share
+    and every rank computes the metrics from all the predictions, so all decide alike."""
+    if not world.active:
+        return evaluate(model, valid, batch_size, precision)
+    assert valid.labels is not None
+    mine = predict_probs(model, valid.take(world.share(len(valid))), batch_size,
+                         precision=precision)  # fmt: skip
+    probs = world.gather(np.asarray(mine))
+    return all_metrics(valid.users, valid.labels, probs)
+
+
+def _check_finite(value: float, epoch: int, step: int) -> None:
+    if not math.isfinite(value):
+        raise FloatingPointError(f"epoch {epoch} step {step}: loss is {value}; lower train.lr")

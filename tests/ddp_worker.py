@@ -1,0 +1,58 @@
+"""A training process for the data-parallel tests: ``fit`` in float64 without dropout.
+
+Run alone (a world of one) or under torchrun: ``WORKER DATA CONFIG OUT [--resume]
+[--kill-rank R --kill-at-step N]``. With a kill it SIGKILLs rank R at its N-th training step
+(counted over the whole run), as a crashed machine would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+
+import torch
+
+from mmctr.config import load_config
+from mmctr.data import load_dataset
+from mmctr.model import build_model
+from mmctr.training import checkpoint as ckpt
+from mmctr.training import distributed
+from mmctr.training import epoch as epochs
+from mmctr.training.loop import fit
+
+NO_DROPOUT = ["model.seq_dropout=0", "model.deep_dropout=0", "train.device=cpu"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("data")
+    p.add_argument("config")
+    p.add_argument("out")
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--kill-rank", type=int, default=-1)
+    p.add_argument("--kill-at-step", type=int, default=0)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    world = distributed.join_from_env("cpu")
+    if world.rank == args.kill_rank:
+        real_step, count = epochs.train_step, [0]
+
+        def step(*a, **k):  # type: ignore[no-untyped-def]
+            count[0] += 1
+            if count[0] == args.kill_at_step:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_step(*a, **k)
+
+        epochs.train_step = step  # type: ignore[assignment]
+    config = load_config(args.config, [*NO_DROPOUT, *args.set])
+    data = load_dataset(args.data, config.data, ("train", "valid"))
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, ckpt.dims_of(data.schema)).double()
+    fit(model, data, config, args.out, resume=args.resume, progress=False, log=lambda _: None)
+    distributed.leave()
+
+
+if __name__ == "__main__":
+    main()
