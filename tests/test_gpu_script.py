@@ -18,6 +18,7 @@ def test_gpu_script_smoke_run_on_cpu(tmp_path: Path) -> None:
         "CONFIG": str(ROOT / "configs" / "cpu.toml"),
         "BATCHES": "512",
         "PRECISIONS": "fp32 bf16",
+        "NPROCS": "1 all 2",  # all: no GPU here, so none; 2: data-parallel on the CPU
         "DATA": str(tmp_path / "data"),
         "OUT": str(tmp_path / "runs"),
     }
@@ -32,6 +33,7 @@ def test_gpu_script_smoke_run_on_cpu(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     for precision in ("fp32", "bf16"):
-        result = [x for x in lines if x.startswith(f"RESULT {precision} batch 512")]
-        assert result and "samples/s" in result[0] and "epoch" in result[0]
-    assert len(list((tmp_path / "runs").iterdir())) == 2
+        for nproc in (1, 2):
+            result = [x for x in lines if x.startswith(f"RESULT {precision} batch 512 x{nproc}:")]
+            assert result and "samples/s" in result[0] and "epoch" in result[0]
+    assert len(list((tmp_path / "runs").iterdir())) == 4
