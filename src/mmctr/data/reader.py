@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mmctr.config.data import DataConfig
 from mmctr.data.checks import (
@@ -121,6 +122,72 @@ def _check_padding_row(values: np.ndarray, where: str, column: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class SplitFile:
+    """A split's parquet file, opened and its column types checked; rows not yet read."""
+
+    pf: pq.ParquetFile
+    where: str  # the file name, for messages
+    columns: list[str]
+    has_labels: bool
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.pf.metadata.num_rows)
+
+
+def open_split(data_dir: Path, split: str, cfg: DataConfig, require_labels: bool) -> SplitFile:
+    path = Path(data_dir) / cfg.split_file(split)
+    where = path.name
+    base = [cfg.user_col, cfg.seq_col, cfg.item_col, *cfg.context_cols]
+    pf = open_parquet(path, base + ([cfg.label_col] if require_labels else []))
+    has_labels = cfg.label_col in pf.schema_arrow.names
+    check_type(pf, cfg.user_col, "int", where)
+    check_type(pf, cfg.seq_col, "int list", where)
+    check_type(pf, cfg.item_col, "int", where)
+    for col in cfg.context_cols:
+        check_type(pf, col, "int", where)
+    if has_labels:
+        check_type(pf, cfg.label_col, "label", where)
+    return SplitFile(pf, where, base + ([cfg.label_col] if has_labels else []), has_labels)
+
+
+@dataclass(frozen=True)
+class RowChecks:
+    """What a split's rows are checked against: the item table's size, the context
+    vocabularies (``vocab_bound`` says where they come from) and the history width."""
+
+    num_items: int
+    context_vocab_sizes: tuple[int, ...]
+    vocab_bound: str = ""
+    seq_len: int | None = None
+
+
+def convert_rows(
+    batch: pa.RecordBatch, name: str, cfg: DataConfig, where: str, row0: int, checks: RowChecks
+) -> Split:
+    """A record batch of a split file (its first row is file row ``row0``) as a checked Split."""
+    items_bound = f"the rows of {cfg.item_file}"
+    seq = list_matrix(batch.column(cfg.seq_col), checks.seq_len, where, cfg.seq_col, row0)
+    check_range(seq, checks.num_items, where, cfg.seq_col, row0, "item id", items_bound)
+    item = scalar(batch.column(cfg.item_col), where, cfg.item_col, row0)
+    check_range(item, checks.num_items, where, cfg.item_col, row0, "item id", items_bound)
+    context = np.empty((batch.num_rows, len(cfg.context_cols)), dtype=np.int32)
+    for f, col in enumerate(cfg.context_cols):
+        values = scalar(batch.column(col), where, col, row0)
+        check_range(values, checks.context_vocab_sizes[f], where, col, row0, "value",
+                    checks.vocab_bound)  # fmt: skip
+        context[:, f] = values
+    labels = None
+    if cfg.label_col in batch.schema.names:
+        labels = _labels(batch.column(cfg.label_col), where, cfg.label_col, row0).astype(
+            np.float32
+        )
+    users = scalar(batch.column(cfg.user_col), where, cfg.user_col, row0).astype(np.int64)
+    return Split(name, users, seq.astype(np.int32, copy=False), item.astype(np.int32),
+                 context, labels)  # fmt: skip
+
+
 def read_split(
     data_dir: Path,
     split: str,
@@ -134,44 +201,27 @@ def read_split(
 ) -> Split:
     """Read one split, checking ids against item_info and context values against vocabularies
     (``vocab_bound`` says where those come from, for the messages)."""
-    path = Path(data_dir) / cfg.split_file(split)
-    where = path.name
-    base = [cfg.user_col, cfg.seq_col, cfg.item_col, *cfg.context_cols]
-    pf = open_parquet(path, base + ([cfg.label_col] if require_labels else []))
-    has_labels = cfg.label_col in pf.schema_arrow.names
-    columns = base + ([cfg.label_col] if has_labels else [])
-    check_type(pf, cfg.user_col, "int", where)
-    check_type(pf, cfg.seq_col, "int list", where)
-    check_type(pf, cfg.item_col, "int", where)
-    for col in cfg.context_cols:
-        check_type(pf, col, "int", where)
-    if has_labels:
-        check_type(pf, cfg.label_col, "label", where)
-    n = pf.metadata.num_rows
+    f = open_split(data_dir, split, cfg, require_labels)
+    checks = RowChecks(num_items, context_vocab_sizes, vocab_bound, seq_len)
+    n = f.num_rows
     users = np.empty(n, dtype=np.int64)
     target = np.empty(n, dtype=np.int32)
     context = np.empty((n, len(cfg.context_cols)), dtype=np.int32)
-    labels = np.empty(n, dtype=np.float32) if has_labels else None
+    labels = np.empty(n, dtype=np.float32) if f.has_labels else None
     history: np.ndarray | None = None
-    items_bound = f"the rows of {cfg.item_file}"
-    for row0, batch in record_batches(pf, columns, where):
+    for row0, batch in record_batches(f.pf, f.columns, f.where):
         rows = slice(row0, row0 + batch.num_rows)
-        seq = list_matrix(batch.column(cfg.seq_col), seq_len, where, cfg.seq_col, row0)
-        check_range(seq, num_items, where, cfg.seq_col, row0, "item id", items_bound)
+        chunk = convert_rows(batch, split, cfg, f.where, row0, checks)
         if history is None:
-            seq_len = seq.shape[1]
-            history = np.empty((n, seq_len), dtype=np.int32)
-        history[rows] = seq
-        item = scalar(batch.column(cfg.item_col), where, cfg.item_col, row0)
-        check_range(item, num_items, where, cfg.item_col, row0, "item id", items_bound)
-        target[rows] = item
-        users[rows] = scalar(batch.column(cfg.user_col), where, cfg.user_col, row0)
-        for f, col in enumerate(cfg.context_cols):
-            values = scalar(batch.column(col), where, col, row0)
-            check_range(values, context_vocab_sizes[f], where, col, row0, "value", vocab_bound)
-            context[rows, f] = values
+            checks = replace(checks, seq_len=chunk.seq_len)
+            history = np.empty((n, chunk.seq_len), dtype=np.int32)
+        history[rows] = chunk.history
+        target[rows] = chunk.target
+        users[rows] = chunk.users
+        context[rows] = chunk.context
         if labels is not None:
-            labels[rows] = _labels(batch.column(cfg.label_col), where, cfg.label_col, row0)
+            assert chunk.labels is not None
+            labels[rows] = chunk.labels
     assert history is not None
     return Split(split, users, history, target, context, labels)
 
