@@ -59,10 +59,11 @@ def train(
     if not distributed.current().is_main:  # in a torchrun group rank 0 alone speaks
         log = _silent
     t0 = time.perf_counter()
-    data = load_dataset(data_dir, config.data, ("train", "valid"))
+    data = load_dataset(data_dir, config.data, ("train", "valid"), stream_train=True)
+    train = f"{len(data.rows('train')):,} train" + (" (streamed)" if data.streams else "")
     log(
-        f"loaded {len(data['train']):,} train / {len(data['valid']):,} valid rows from "
-        f"{data_dir} in {time.perf_counter() - t0:.1f}s (schema {data.schema.fingerprint})"
+        f"loaded {train} / {len(data['valid']):,} valid rows from {data_dir}"
+        f" in {time.perf_counter() - t0:.1f}s (schema {data.schema.fingerprint})"
     )
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, ckpt.dims_of(data.schema))

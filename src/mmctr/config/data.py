@@ -23,6 +23,9 @@ class DataConfig:
     tags_col: str = "item_tags"  # in item_info: fixed-length, left-padded tag ids
     emb_col: str = "item_emb_d128"  # in item_info: frozen multimodal embedding
     num_tags: int = 0  # tag vocabulary including padding 0; 0 = infer max + 1
+    # train: read parquet row groups on the fly instead of the whole split (data/stream.py)
+    streaming: bool = False
+    shuffle_buffer: int = 200_000  # rows a streaming shuffle holds (about 90 MB at 100 items)
 
     def __post_init__(self) -> None:
         if self.context_vocab_sizes and len(self.context_vocab_sizes) != len(self.context_cols):
@@ -32,6 +35,8 @@ class DataConfig:
             )
         if any(v < 1 for v in self.context_vocab_sizes):
             raise ValueError("data.context_vocab_sizes must all be >= 1")
+        if self.shuffle_buffer < 2:
+            raise ValueError(f"data.shuffle_buffer must be >= 2 rows, got {self.shuffle_buffer}")
         if self.num_tags < 0:
             raise ValueError("data.num_tags must be >= 0 (0 = infer from item_info)")
         if len(set(self.context_cols)) != len(self.context_cols):

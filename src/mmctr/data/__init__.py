@@ -5,6 +5,7 @@ from mmctr.data.batches import Batch, iter_batches, make_batch, num_batches, ord
 from mmctr.data.dataset import SPLITS, Dataset, load_dataset
 from mmctr.data.reader import ItemTable, Split
 from mmctr.data.schema import DataSchema
+from mmctr.data.stream import Shard, StreamingSplit
 
 __all__ = [
     "SPLITS",
@@ -13,7 +14,9 @@ __all__ = [
     "DataSchema",
     "Dataset",
     "ItemTable",
+    "Shard",
     "Split",
+    "StreamingSplit",
     "iter_batches",
     "load_dataset",
     "make_batch",

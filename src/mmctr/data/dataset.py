@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mmctr.config.data import DataConfig
-from mmctr.data.reader import ItemTable, Split, read_item_table, read_split
+from mmctr.data.reader import ItemTable, RowChecks, Split, read_item_table, read_split
 from mmctr.data.schema import DataSchema
+from mmctr.data.stream import StreamingSplit, open_streaming
 from mmctr.data.vocab import infer_context_vocab
 from mmctr.errors import DataError
 
@@ -19,9 +20,16 @@ class Dataset:
     schema: DataSchema
     items: ItemTable
     splits: dict[str, Split]
+    streams: dict[str, StreamingSplit] = field(default_factory=dict)  # read as they are used
 
     def __getitem__(self, split: str) -> Split:
+        if split in self.streams:
+            raise DataError(f"split {split!r} is streamed (data.streaming); it is not in memory")
         return self.splits[split]
+
+    def rows(self, split: str) -> Split | StreamingSplit:
+        """A split in memory or streamed, for training."""
+        return self.streams[split] if split in self.streams else self.splits[split]
 
 
 def load_dataset(
@@ -32,6 +40,7 @@ def load_dataset(
     schema: DataSchema | None = None,
     require_labels: bool = True,
     items: ItemTable | None = None,
+    stream_train: bool = False,
 ) -> Dataset:
     """Read item_info and the given splits.
 
@@ -41,6 +50,9 @@ def load_dataset(
     Without ``schema`` the vocabularies come from the config or are inferred from every split
     file present, so that valid and test values are in range. With ``schema`` (a trained
     model's) the data are checked against it and a mismatch raises CheckpointError.
+
+    ``stream_train`` with ``data.streaming`` opens the train split for streaming
+    (``Dataset.streams``) instead of reading it.
     """
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
@@ -54,8 +66,14 @@ def load_dataset(
         items = read_item_table(data_dir, cfg, num_tags=schema.num_tags if schema else None)
     vocab, bound = _context_vocab(data_dir, cfg, items, schema)
     loaded: dict[str, Split] = {}
+    streams: dict[str, StreamingSplit] = {}
     seq_len: int | None = None  # the first split sets it; the others must agree
     for split in splits:
+        if split == "train" and stream_train and cfg.streaming:
+            checks = RowChecks(items.num_items, vocab, bound, seq_len)
+            streams[split] = open_streaming(data_dir, split, cfg, checks, require_labels)
+            seq_len = streams[split].seq_len
+            continue
         loaded[split] = read_split(
             data_dir,
             split,
@@ -82,7 +100,7 @@ def load_dataset(
         if not splits:
             found = replace(found, seq_len=schema.seq_len)
         schema.check_compatible(found, where=str(data_dir))
-    return Dataset(schema=found, items=items, splits=loaded)
+    return Dataset(schema=found, items=items, splits=loaded, streams=streams)
 
 
 def _context_vocab(

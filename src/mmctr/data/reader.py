@@ -180,9 +180,7 @@ def convert_rows(
         context[:, f] = values
     labels = None
     if cfg.label_col in batch.schema.names:
-        labels = _labels(batch.column(cfg.label_col), where, cfg.label_col, row0).astype(
-            np.float32
-        )
+        labels = _labels(batch.column(cfg.label_col), where, cfg.label_col, row0).astype(np.float32)
     users = scalar(batch.column(cfg.user_col), where, cfg.user_col, row0).astype(np.int64)
     return Split(name, users, seq.astype(np.int32, copy=False), item.astype(np.int32),
                  context, labels)  # fmt: skip

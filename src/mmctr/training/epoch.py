@@ -9,6 +9,7 @@ gradients is the gradient of the whole batch's mean loss, exactly as one process
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mmctr.config.train import TrainConfig
-from mmctr.data import Batch, Split, make_batch, num_batches, order_batches
+from mmctr.data import (
+    Batch,
+    Shard,
+    Split,
+    StreamingSplit,
+    make_batch,
+    num_batches,
+    order_batches,
+)
 from mmctr.model.base import CTRModel
 from mmctr.training.distributed import World
 from mmctr.training.inference import autocast, evaluate, predict_probs
@@ -37,7 +46,7 @@ class EpochLoss:
 def train_epoch(
     net: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    train: Split,
+    train: Split | StreamingSplit,
     tc: TrainConfig,
     epoch: int,
     progress: bool,
@@ -48,25 +57,25 @@ def train_epoch(
     the epoch ends: reading them every step would stall a GPU."""
     net.train()
     torch.manual_seed(tc.seed + epoch + RANK_SEED_STRIDE * world.rank)  # (seed, epoch, rank)
-    steps = num_batches(train, tc.batch_size)
-    order = order_batches(len(train), tc.batch_size, seed=tc.seed + epoch)
-    bar = tqdm(order, total=steps, disable=not progress, desc=f"epoch {epoch}", unit="batch",
+    if isinstance(train, StreamingSplit):
+        steps = train.steps(tc.batch_size)
+        plan = train.epoch(tc.batch_size, tc.seed + epoch, Shard(world.rank, world.size))
+    else:
+        steps = num_batches(train, tc.batch_size)
+        plan = _shares(train, tc.batch_size, tc.seed + epoch, world)
+    bar = tqdm(plan, total=steps, disable=not progress, desc=f"epoch {epoch}", unit="batch",
                leave=False, mininterval=0.5)  # fmt: skip
     device = next(iter(net.parameters())).device
     sums = torch.zeros(2, steps, device=device)  # per step: loss summed over rows, rows
     total = torch.zeros((), device=device)
     count, step = 0, 0
-    for step, rows in enumerate(bar):
-        mine = rows[world.share(len(rows))]
-        # a rank without rows in a short last batch still steps (DDP needs every rank's
-        # gradients), on one row weighted zero
-        batch = make_batch(train, mine if len(mine) else rows[:1]).to(device)
-        weight = world.size * len(mine) / len(rows)
-        loss = train_step(net, optimizer, batch, tc, weight=weight)
-        sums[0, step] = loss * len(mine)
-        sums[1, step] = len(mine)
-        total += loss * len(mine)
-        count += len(mine)
+    for step, (batch, mine, rows) in enumerate(bar):
+        weight = world.size * mine / rows
+        loss = train_step(net, optimizer, batch.to(device), tc, weight=weight)
+        sums[0, step] = loss * mine
+        sums[1, step] = mine
+        total += loss * mine
+        count += mine
         if step % 50 == 0:
             _check_finite(float(total) / max(count, 1), epoch, step)
             bar.set_postfix(loss=f"{float(total) / max(count, 1):.4f}")
@@ -74,6 +83,18 @@ def train_epoch(
     mean = float(sums[0].sum()) / max(float(sums[1].sum()), 1.0)
     _check_finite(mean, epoch, step)
     return EpochLoss(mean, sums[0] / sums[1].clamp(min=1))
+
+
+def _shares(
+    train: Split, batch_size: int, seed: int, world: World
+) -> Iterator[tuple[Batch, int, int]]:
+    """Each step's (this rank's share of the batch, its rows, the batch's rows): the batches of
+    one seeded permutation, the same on every rank."""
+    for rows in order_batches(len(train), batch_size, seed=seed):
+        mine = rows[world.share(len(rows))]
+        # a rank without rows in a short last batch still steps (DDP needs every rank's
+        # gradients), on one row weighted zero
+        yield make_batch(train, mine if len(mine) else rows[:1]), len(mine), len(rows)
 
 
 def train_step(

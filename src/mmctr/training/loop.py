@@ -116,7 +116,7 @@ def _fit_locked(
     net = _data_parallel(model, world, device, log)
     if world.is_main:
         ckpt.write_config(run, config)
-    train, valid = data["train"], data["valid"]
+    train, valid = data.rows("train"), data["valid"]
     while state.should_continue(tc.epochs, tc.patience):
         epoch = state.epoch + 1
         for group in optimizer.param_groups:
