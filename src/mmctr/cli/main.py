@@ -22,6 +22,7 @@ from mmctr.cli import items as items_cli
 from mmctr.cli import serve as serve_cli
 from mmctr.cli.flags import add_progress_flag, add_set_flag
 from mmctr.errors import MmctrError, StorageError
+from mmctr.prepare.synth.preset import PRESETS
 from mmctr.runtime import keep_freed_memory
 
 
@@ -51,7 +52,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     """synth and sample: data sets in the challenge layout, made or cut down."""
     p = sub.add_parser("synth", help="write a synthetic data set in the challenge layout")
     p.add_argument("out_dir", help="directory to write train/valid/test/item_info parquet into")
-    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "microlens-1m"])
+    p.add_argument("--preset", default="demo", choices=sorted(PRESETS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=commands.synth)

@@ -65,26 +65,9 @@ def load_dataset(
     if items is None:
         items = read_item_table(data_dir, cfg, num_tags=schema.num_tags if schema else None)
     vocab, bound = _context_vocab(data_dir, cfg, items, schema)
-    loaded: dict[str, Split] = {}
-    streams: dict[str, StreamingSplit] = {}
-    seq_len: int | None = None  # the first split sets it; the others must agree
-    for split in splits:
-        if split == "train" and stream_train and cfg.streaming:
-            checks = RowChecks(items.num_items, vocab, bound, seq_len)
-            streams[split] = open_streaming(data_dir, split, cfg, checks, require_labels)
-            seq_len = streams[split].seq_len
-            continue
-        loaded[split] = read_split(
-            data_dir,
-            split,
-            cfg,
-            num_items=items.num_items,
-            context_vocab_sizes=vocab,
-            vocab_bound=bound,
-            require_labels=require_labels,
-            seq_len=seq_len,
-        )
-        seq_len = loaded[split].seq_len
+    checks = RowChecks(items.num_items, vocab, bound)
+    loaded, streams, seq_len = _read_splits(data_dir, cfg, splits, checks, require_labels,
+                                            stream_train and cfg.streaming)  # fmt: skip
     found = DataSchema(
         num_items=items.num_items,
         num_tags=items.num_tags,
@@ -101,6 +84,36 @@ def load_dataset(
             found = replace(found, seq_len=schema.seq_len)
         schema.check_compatible(found, where=str(data_dir))
     return Dataset(schema=found, items=items, splits=loaded, streams=streams)
+
+
+def _read_splits(
+    data_dir: Path,
+    cfg: DataConfig,
+    splits: tuple[str, ...],
+    checks: RowChecks,
+    require_labels: bool,
+    stream_train: bool,
+) -> tuple[dict[str, Split], dict[str, StreamingSplit], int | None]:
+    """The splits read (or train opened for streaming) and their common history width."""
+    loaded: dict[str, Split] = {}
+    streams: dict[str, StreamingSplit] = {}
+    for split in splits:  # the first split sets the history width; the others must agree
+        if split == "train" and stream_train:
+            streams[split] = open_streaming(data_dir, split, cfg, checks, require_labels)
+            checks = replace(checks, seq_len=streams[split].seq_len)
+            continue
+        loaded[split] = read_split(
+            data_dir,
+            split,
+            cfg,
+            num_items=checks.num_items,
+            context_vocab_sizes=checks.context_vocab_sizes,
+            vocab_bound=checks.vocab_bound,
+            require_labels=require_labels,
+            seq_len=checks.seq_len,
+        )
+        checks = replace(checks, seq_len=loaded[split].seq_len)
+    return loaded, streams, checks.seq_len
 
 
 def _context_vocab(
