@@ -3,6 +3,7 @@ ranks with steps they all agree on, bounded buffers, and errors that name file, 
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections import Counter
@@ -124,3 +125,20 @@ def test_train_streams_from_the_command_line(
     assert "3,000 train (streamed)" in out and "done: best epoch" in out
     assert main([*args, "--out", str(tmp_path / "r2"), "--set", "data.shuffle_buffer=1"]) == 2
     assert "data.shuffle_buffer must be >= 2" in capsys.readouterr().err
+
+
+def test_stream_check_walks_an_epoch_both_ways(grouped: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "stream_check.py"
+    figures = []
+    for extra in ([], ["--streaming"], ["--streaming", "--ranks", "2", "--rank", "1"]):
+        cmd = [sys.executable, str(script), "--data", str(grouped), "--batch", "256", *extra]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        figures.append(json.loads(done.stdout))
+    whole, streamed_, half = figures
+    assert whole["rows"] == streamed_["rows"] == 3000 and whole["steps"] == streamed_["steps"]
+    assert 0 < half["rows"] < 3000 and half["steps"] == whole["steps"]
+    assert all(f["peak_rss_gb"] > 0 and f["rows_per_s"] > 0 for f in figures)

@@ -62,7 +62,7 @@ def train_epoch(
         plan = train.epoch(tc.batch_size, tc.seed + epoch, Shard(world.rank, world.size))
     else:
         steps = num_batches(train, tc.batch_size)
-        plan = _shares(train, tc.batch_size, tc.seed + epoch, world)
+        plan = share_batches(train, tc.batch_size, tc.seed + epoch, world)
     bar = tqdm(plan, total=steps, disable=not progress, desc=f"epoch {epoch}", unit="batch",
                leave=False, mininterval=0.5)  # fmt: skip
     device = next(iter(net.parameters())).device
@@ -85,7 +85,7 @@ def train_epoch(
     return EpochLoss(mean, sums[0] / sums[1].clamp(min=1))
 
 
-def _shares(
+def share_batches(
     train: Split, batch_size: int, seed: int, world: World
 ) -> Iterator[tuple[Batch, int, int]]:
     """Each step's (this rank's share of the batch, its rows, the batch's rows): the batches of
