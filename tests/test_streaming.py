@@ -142,3 +142,21 @@ def test_stream_check_walks_an_epoch_both_ways(grouped: Path) -> None:
     assert whole["rows"] == streamed_["rows"] == 3000 and whole["steps"] == streamed_["steps"]
     assert 0 < half["rows"] < 3000 and half["steps"] == whole["steps"]
     assert all(f["peak_rss_gb"] > 0 and f["rows_per_s"] > 0 for f in figures)
+
+
+def test_two_processes_stream_their_own_row_groups(
+    grouped: Path, tiny_config_file: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mmctr", "train", "--nproc", "2", "--data", str(grouped),
+           "--config", str(tiny_config_file), "--out", str(out), "--set", "data.streaming=true",
+           "--set", "data.shuffle_buffer=600"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "3,000 train (streamed)" in done.stdout and "data parallel: 2" in done.stdout
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
