@@ -1,8 +1,8 @@
 """A training process for the data-parallel tests: ``fit`` in float64 without dropout.
 
 Run alone (a world of one) or under torchrun: ``WORKER DATA CONFIG OUT [--resume]
-[--kill-rank R --kill-at-step N]``. With a kill it SIGKILLs rank R at its N-th training step
-(counted over the whole run), as a crashed machine would.
+[--kill-rank R --kill-at-step N [--raise-instead]]``. With a kill it SIGKILLs rank R at its
+N-th training step (counted over the whole run), as a crashed machine would, or raises there.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--kill-rank", type=int, default=-1)
     p.add_argument("--kill-at-step", type=int, default=0)
+    p.add_argument("--raise-instead", action="store_true", help="raise, not SIGKILL")
     args = p.parse_args()
     torch.set_num_threads(1)
     world = distributed.join_from_env("cpu")
@@ -42,6 +43,8 @@ def main() -> None:
         def step(*a, **k):  # type: ignore[no-untyped-def]
             count[0] += 1
             if count[0] == args.kill_at_step:
+                if args.raise_instead:
+                    raise FloatingPointError(f"planted failure on rank {world.rank}")
                 os.kill(os.getpid(), signal.SIGKILL)
             return real_step(*a, **k)
 

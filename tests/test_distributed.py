@@ -116,6 +116,19 @@ def test_a_killed_rank_stops_all_and_the_run_resumes_on_one_process(
     )
 
 
+def test_an_error_on_one_rank_ends_all_with_its_message(
+    tiny_data_master: Path, alone: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, _ = alone
+    t0 = time.monotonic()
+    cmd = worker(tiny_data_master, config, tmp_path / "failed", "--kill-rank", "1",
+                 "--kill-at-step", "3", "--raise-instead")  # fmt: skip
+    failed = run(torchrun("--standalone", "--nproc-per-node=2", *cmd))
+    assert failed.returncode != 0 and time.monotonic() - t0 < 60
+    assert "FloatingPointError: planted failure on rank 1" in failed.stderr
+    assert not (tmp_path / "failed" / "metrics.jsonl").exists()
+
+
 def test_two_nodes_on_localhost_train_the_same_model(
     tiny_data_master: Path, alone: tuple[Path, Path], tmp_path: Path
 ) -> None:
