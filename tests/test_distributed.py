@@ -169,6 +169,9 @@ def test_mmctr_train_nproc_writes_once_and_validates_on_the_whole_split(
     assert check.returncode == 0, check.stderr
     # the valid AUC training decided on is that of the whole split, scored by one process
     assert json.loads(check.stdout)["auc"] == pytest.approx(summary["best_valid"]["auc"], abs=1e-6)
+    again = run([*mmctr, "train", "--nproc", "2", "--data", str(tiny_data_master), "--out",
+                 str(out), "--resume"])  # fmt: skip
+    assert again.returncode == 0 and again.stdout.count("already finished") == 1
     refused = run([*mmctr, "train", "--nproc", "0", "--data", str(tiny_data_master), "--out",
                    str(tmp_path / "x"), "--config", str(config)])  # fmt: skip
     assert refused.returncode == 2 and "--nproc must be >= 1" in refused.stderr

@@ -76,21 +76,22 @@ def _train_config(args: argparse.Namespace, run: ckpt.RunDir) -> Config:
 def train(args: argparse.Namespace) -> int:
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
-    if args.nproc > 1 and not distributed.launched():
-        return run_torchrun(args.nproc, args.argv)
     run = ckpt.RunDir(Path(args.out))
     if args.resume and run.finished():
         summary = ckpt.read_summary(run)
-        print(
-            f"{run.root} already finished (best epoch {summary['best_epoch']}, valid auc "
-            f"{summary['best_valid']['auc']:.4f}); nothing to do"
-        )
+        if distributed.launch_rank() == 0:
+            print(
+                f"{run.root} already finished (best epoch {summary['best_epoch']}, valid auc "
+                f"{summary['best_valid']['auc']:.4f}); nothing to do"
+            )
         return 0
     if not args.resume and run.has_run():
         raise ConfigError(
             f"{run.root} already holds a run; pass --resume to continue it or choose another --out"
         )
-    config = _train_config(args, run)
+    config = _train_config(args, run)  # checked here, before --nproc starts processes
+    if args.nproc > 1 and not distributed.launched():
+        return run_torchrun(args.nproc, args.argv)
     world = distributed.join_from_env(config.train.device)  # torchrun's group, if any
     monitor = TensorBoardMonitor(args.tensorboard) if args.tensorboard and world.is_main else None
     try:

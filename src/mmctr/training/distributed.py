@@ -83,6 +83,11 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launch_rank() -> int:
+    """The rank torchrun gave this process (0 when none), readable before joining."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def join_from_env(device: str = "auto") -> World:
     """Join the process group torchrun describes in the environment; a world of one without.
 
