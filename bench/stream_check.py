@@ -19,7 +19,7 @@ import sys
 import time
 
 from mmctr.config import load_config
-from mmctr.data import Shard, StreamingSplit, load_dataset
+from mmctr.data import StreamingSplit, load_dataset
 from mmctr.runtime import keep_freed_memory
 from mmctr.training.distributed import World
 from mmctr.training.epoch import share_batches
@@ -37,14 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     config = load_config(args.config, [f"data.streaming={str(args.streaming).lower()}"])
     batch = args.batch or config.train.batch_size
+    world = World(rank=args.rank, size=args.ranks)
     t0 = time.perf_counter()
     data = load_dataset(args.data, config.data, ("train",), stream_train=True)
     train = data.rows("train")
     opened = time.perf_counter() - t0
     if isinstance(train, StreamingSplit):
-        plan = train.epoch(batch, config.train.seed + 1, Shard(args.rank, args.ranks))
+        plan = train.epoch(batch, config.train.seed + 1, world)
     else:
-        plan = share_batches(train, batch, config.train.seed + 1, World(args.rank, args.ranks))
+        plan = share_batches(train, batch, config.train.seed + 1, world)
     t0 = time.perf_counter()
     rows = steps = 0
     for _, mine, _ in plan:

@@ -31,10 +31,16 @@ from mmctr.errors import DataError
 
 @dataclass(frozen=True)
 class Shard:
-    """Where a rank stands among ``size`` ranks (the data layer's view of a World)."""
+    """Where a rank stands among ``size`` ranks (training's ``World`` is one)."""
 
     rank: int = 0
     size: int = 1
+
+    def share(self, n: int) -> slice:
+        """This rank's contiguous share of n items: sizes differ by at most one, rank order."""
+        base, extra = divmod(n, self.size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class StreamingSplit:
     cfg: DataConfig
     checks: RowChecks  # with the history width fixed
     buffer_rows: int
+    group_rows: tuple[int, ...]  # rows of each row group, from the file's footer
 
     def __len__(self) -> int:
         return self.file.num_rows
@@ -54,11 +61,6 @@ class StreamingSplit:
     def seq_len(self) -> int:
         assert self.checks.seq_len is not None
         return self.checks.seq_len
-
-    @property
-    def group_rows(self) -> list[int]:
-        meta = self.file.pf.metadata
-        return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
 
     def read_group(self, group: int) -> Split:
         """One row group's rows, checked as ``read_split`` checks them (row numbers in the
@@ -179,6 +181,8 @@ def open_streaming(
     """Open ``split`` for streaming; its first row group is read and checked now, to fix the
     history width and to fail before training starts on a file that is wrong from the top."""
     f = open_split(data_dir, split, cfg, require_labels)
-    stream = StreamingSplit(split, f, cfg, checks, cfg.shuffle_buffer)
+    meta = f.pf.metadata
+    groups = tuple(meta.row_group(g).num_rows for g in range(meta.num_row_groups))
+    stream = StreamingSplit(split, f, cfg, checks, cfg.shuffle_buffer, groups)
     first = stream.read_group(0)
     return replace(stream, checks=replace(checks, seq_len=first.seq_len))

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from mmctr.data import Shard
 from mmctr.errors import ConfigError
 
 # how long a rank waits for the others in one collective before failing (not hanging):
@@ -30,11 +31,9 @@ TIMEOUT = datetime.timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
-class World:
+class World(Shard):
     """This process's place among the training processes (a world of one when alone)."""
 
-    rank: int = 0
-    size: int = 1
     local_rank: int = 0
 
     @property
@@ -44,12 +43,6 @@ class World:
     @property
     def active(self) -> bool:
         return self.size > 1
-
-    def share(self, n: int) -> slice:
-        """This rank's contiguous share of n items: sizes differ by at most one, rank order."""
-        base, extra = divmod(n, self.size)
-        start = self.rank * base + min(self.rank, extra)
-        return slice(start, start + base + (self.rank < extra))
 
     def barrier(self) -> None:
         if self.active:

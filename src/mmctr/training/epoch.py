@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 from mmctr.config.train import TrainConfig
 from mmctr.data import (
     Batch,
-    Shard,
     Split,
     StreamingSplit,
     make_batch,
@@ -59,7 +58,7 @@ def train_epoch(
     torch.manual_seed(tc.seed + epoch + RANK_SEED_STRIDE * world.rank)  # (seed, epoch, rank)
     if isinstance(train, StreamingSplit):
         steps = train.steps(tc.batch_size)
-        plan = train.epoch(tc.batch_size, tc.seed + epoch, Shard(world.rank, world.size))
+        plan = train.epoch(tc.batch_size, tc.seed + epoch, world)
     else:
         steps = num_batches(train, tc.batch_size)
         plan = share_batches(train, tc.batch_size, tc.seed + epoch, world)
