@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mmctr.training.precision import INFERENCE_PRECISIONS
+
 
 def add_progress_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -23,4 +25,13 @@ def add_set_flag(
 ) -> None:
     p.add_argument(
         flag, dest=dest, action="append", default=[], metavar="SECTION.KEY=VALUE", help=help
+    )
+
+
+def add_precision_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=INFERENCE_PRECISIONS,
+        help="score with bfloat16 weights or int8-quantised Linear layers (default fp32)",
     )

@@ -20,7 +20,7 @@ from mmctr.cli import explain as explain_cli
 from mmctr.cli import export as export_cli
 from mmctr.cli import items as items_cli
 from mmctr.cli import serve as serve_cli
-from mmctr.cli.flags import add_progress_flag, add_set_flag
+from mmctr.cli.flags import add_precision_flag, add_progress_flag, add_set_flag
 from mmctr.errors import MmctrError, StorageError
 from mmctr.prepare.synth.preset import PRESETS
 from mmctr.runtime import keep_freed_memory
@@ -114,12 +114,7 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, help="run directory written by `mmctr train`")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="valid", choices=["train", "valid", "test"])
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=["fp32", "bf16", "int8"],
-        help="score with bfloat16 weights or int8-quantised Linear layers (default fp32)",
-    )
+    add_precision_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=commands.evaluate)
 
@@ -128,12 +123,7 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--out", required=True, help="submission file, e.g. submission.zip")
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=["fp32", "bf16", "int8"],
-        help="score with bfloat16 weights or int8-quantised Linear layers (default fp32)",
-    )
+    add_precision_flag(p)
     add_progress_flag(p)
     p.set_defaults(func=commands.predict)
 

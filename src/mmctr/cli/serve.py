@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from mmctr.cli.flags import add_precision_flag
 from mmctr.errors import MmctrError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -41,12 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-users", type=int, default=64, help="users per /v1/score/batch")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=["fp32", "bf16", "int8"],
-        help="score with bfloat16 weights or int8-quantised Linear layers (default fp32)",
-    )
+    add_precision_flag(p)
     p.add_argument(
         "--in-process",
         action="store_true",

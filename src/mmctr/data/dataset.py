@@ -102,16 +102,7 @@ def _read_splits(
             streams[split] = open_streaming(data_dir, split, cfg, checks, require_labels)
             checks = replace(checks, seq_len=streams[split].seq_len)
             continue
-        loaded[split] = read_split(
-            data_dir,
-            split,
-            cfg,
-            num_items=checks.num_items,
-            context_vocab_sizes=checks.context_vocab_sizes,
-            vocab_bound=checks.vocab_bound,
-            require_labels=require_labels,
-            seq_len=checks.seq_len,
-        )
+        loaded[split] = read_split(data_dir, split, cfg, checks, require_labels=require_labels)
         checks = replace(checks, seq_len=loaded[split].seq_len)
     return loaded, streams, checks.seq_len
 

@@ -187,20 +187,10 @@ def convert_rows(
 
 
 def read_split(
-    data_dir: Path,
-    split: str,
-    cfg: DataConfig,
-    *,
-    num_items: int,
-    context_vocab_sizes: tuple[int, ...],
-    vocab_bound: str = "",
-    require_labels: bool = True,
-    seq_len: int | None = None,
+    data_dir: Path, split: str, cfg: DataConfig, checks: RowChecks, *, require_labels: bool = True
 ) -> Split:
-    """Read one split, checking ids against item_info and context values against vocabularies
-    (``vocab_bound`` says where those come from, for the messages)."""
+    """Read one split, checking its rows (``convert_rows``) against ``checks``."""
     f = open_split(data_dir, split, cfg, require_labels)
-    checks = RowChecks(num_items, context_vocab_sizes, vocab_bound, seq_len)
     n = f.num_rows
     users = np.empty(n, dtype=np.int64)
     target = np.empty(n, dtype=np.int32)
