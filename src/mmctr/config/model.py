@@ -8,6 +8,7 @@ from typing import Literal
 MaskMode = Literal["correct", "released"]
 Projection = Literal["linear", "none"]
 ModelKind = Literal["seed", "din"]
+IdInit = Literal["random", "mm"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,14 @@ class ModelConfig:
     deep_dropout: float = 0.2
     # prediction head
     pred_mlp: tuple[int, ...] = (64, 32)
+    # beyond the paper (issue 17, docs/beyond.md); all off by default
+    semantic_ids: bool = False  # residual k-means codes of the frozen embedding, embedded
+    sid_levels: int = 3  # code levels (each clusters the previous levels' residual)
+    sid_codes: int = 256  # codes per level
+    sid_dim: int = 16  # embedding width of each level's code
+    id_init: IdInit = "random"  # "mm": id table starts at the frozen embedding's top PCs
+    similarity_input: bool = False  # cosine(target, history item) added to each token
+    positions: bool = False  # learned embedding of each history position (from the newest)
     # DIN only (kind = "din"); it shares the item/context fields and max_len, trim_padding above
     din_attention_mlp: tuple[int, ...] = (512, 256)  # attention unit MLP on [h, t, h - t, h * t]
     din_attention_dropout: float = 0.1
@@ -61,10 +70,21 @@ class ModelConfig:
             "num_heads": self.num_heads,
             "ff_dim": self.ff_dim,
             "first_k": self.first_k,
+            "sid_levels": self.sid_levels,
+            "sid_dim": self.sid_dim,
         }
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {value}")
+        if self.sid_codes < 2:
+            raise ValueError(f"model.sid_codes must be >= 2, got {self.sid_codes}")
+        if self.id_init not in ("random", "mm"):
+            raise ValueError(f"model.id_init must be 'random' or 'mm', got {self.id_init!r}")
+        if self.kind == "din" and (self.similarity_input or self.positions):
+            raise ValueError(
+                "model.similarity_input and model.positions belong to the seed model's "
+                "Transformer; DIN has none"
+            )
         if self.cross_rank < 0:
             raise ValueError(f"model.cross_rank must be >= 0, got {self.cross_rank}")
         if self.num_cross_layers < 0:

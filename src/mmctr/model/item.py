@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from mmctr.config.model import ModelConfig
+from mmctr.model.semantic import assign_codes, fit_residual_codebooks, normalised, principal_init
+
+EMBEDDING_INIT_STD = 1e-4  # the release's init of every embedding table
 
 
 class ItemEncoder(nn.Module):
@@ -19,12 +24,22 @@ class ItemEncoder(nn.Module):
     the id table's padding row, which is zero, and is represented by its tags and frozen
     embedding alone (``id_rows``; ``mark_new_items``).
 
+    Two switches read the frozen embedding on the id side (docs/beyond.md): semantic IDs
+    (``semantic_ids``: each level's residual k-means code embedded, ++ to the vector) and the
+    id table initialised from its principal components (``id_init = "mm"``). Both are fitted
+    the first time an item table is loaded into a fresh model and kept with its weights (the
+    ``fitted`` flag and the codebooks are in the state dict), so a trained model never refits.
+
     Shape: (...) int ids -> (..., out_dim).
     """
 
     item_tags: torch.Tensor  # (N, T) buffer
     item_emb: torch.Tensor  # (N, D) buffer
     id_rows: torch.Tensor  # (N,) buffer: the id-embedding row of each item, 0 for a new one
+    sid_books: torch.Tensor  # (L, K, D) buffer, with semantic IDs: the residual codebooks
+    sid_codes: torch.Tensor  # (N, L) buffer: each item's code at each level
+    sid_offsets: torch.Tensor  # (L,) buffer: first row of each level in the code table
+    fitted: torch.Tensor  # () bool buffer: the switches' fit to the item table is done
 
     def __init__(
         self,
@@ -53,7 +68,22 @@ class ItemEncoder(nn.Module):
                 mm_width = cfg.mm_dim
             else:
                 mm_width = emb_dim
-        self.out_dim = cfg.id_dim + cfg.tag_dim + mm_width
+        self.id_init = cfg.id_init
+        self.sid_emb: nn.Embedding | None = None
+        sid_width = 0
+        if cfg.semantic_ids:
+            L, K = cfg.sid_levels, cfg.sid_codes
+            self.sid_emb = nn.Embedding(L * K, cfg.sid_dim)
+            self.register_buffer("sid_books", torch.zeros(L, K, emb_dim))
+            self.register_buffer("sid_offsets", torch.arange(L) * K, persistent=False)
+            self.register_buffer(
+                "sid_codes", torch.zeros(num_items, L, dtype=torch.long), persistent=False
+            )
+            self.register_load_state_dict_post_hook(_recode_after_load)
+            sid_width = L * cfg.sid_dim
+        if cfg.semantic_ids or cfg.id_init == "mm":
+            self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.out_dim = cfg.id_dim + cfg.tag_dim + mm_width + sid_width
 
     def load_item_features(self, tags: torch.Tensor, emb: torch.Tensor) -> None:
         """Copy the data's item table in: tags (N, T) ints, emb (N, D) floats.
@@ -83,6 +113,38 @@ class ItemEncoder(nn.Module):
             self.id_rows = known
         self.item_tags.copy_(tags)
         self.item_emb.copy_(emb)
+        fitted = getattr(self, "fitted", None)
+        if fitted is not None and not bool(fitted):
+            self._fit_to_table()
+        self._recode()
+
+    @torch.no_grad()
+    def _fit_to_table(self) -> None:
+        """Fit what the switches take from the item table, on the trained items (rows 1 .. of
+        the id table): the semantic-ID codebooks and the id table's multimodal init. The
+        k-means seed is drawn from torch's generator, which training seeds."""
+        known = self.item_emb[1 : self.num_id_rows]
+        if self.sid_emb is not None:
+            seed = int(torch.randint(2**31 - 1, (1,)))
+            generator = torch.Generator().manual_seed(seed)
+            L, K, _ = self.sid_books.shape
+            self.sid_books.copy_(fit_residual_codebooks(known, L, K, generator))
+        if self.id_init == "mm":
+            table = self.id_emb.weight
+            init = principal_init(known, table.shape[1], EMBEDDING_INIT_STD)
+            table[1 : self.num_id_rows] = init.to(table.dtype)
+        self.fitted.fill_(True)
+
+    def _recode(self) -> None:
+        """Every item's semantic-ID codes from the codebooks and the loaded table."""
+        if self.sid_emb is not None:
+            self.sid_codes = assign_codes(self.item_emb, self.sid_books)
+
+    def similarity(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of the frozen embeddings of two equally shaped id tensors; 0 where
+        either has none (padding). Shape: (...), (...) -> (...)."""
+        a, b = normalised(self.item_emb[history]), normalised(self.item_emb[target])
+        return (a * b).sum(-1)
 
     def mark_new_items(self, ids: torch.Tensor) -> None:
         """Treat these items as new: their id embedding is the zero padding row, never trained
@@ -97,7 +159,17 @@ class ItemEncoder(nn.Module):
         if self.use_multimodal:
             frozen = self.item_emb[ids]
             parts.append(frozen if self.mm_proj is None else self.mm_proj(frozen))
+        if self.sid_emb is not None:
+            codes = self.sid_codes[ids] + self.sid_offsets  # (..., L) rows of the code table
+            parts.append(self.sid_emb(codes).flatten(-2))
         return torch.cat(parts, dim=-1)
+
+
+def _recode_after_load(module: nn.Module, _keys: Any) -> None:
+    """Loaded codebooks replace the fitted ones: the items' codes follow them."""
+    assert isinstance(module, ItemEncoder)
+    with torch.no_grad():
+        module._recode()
 
 
 class ContextEncoder(nn.Module):

@@ -13,6 +13,7 @@ from torch import nn
 from mmctr.config.model import ModelConfig
 from mmctr.model.base import CTRModel, DataDims
 from mmctr.model.encoder import EncoderLayer
+from mmctr.model.item import EMBEDDING_INIT_STD
 from mmctr.model.layers import MLP, CrossNetwork
 from mmctr.model.sequence import TargetAwareTransformer, trim_history
 
@@ -76,14 +77,22 @@ class SeedCTR(CTRModel):
         correct mask)."""
         return self.cfg.pack_tokens and self.cfg.mask == "correct"
 
-    def _interest(self, history: torch.Tensor, target_vec: torch.Tensor) -> torch.Tensor:
+    def _interest(
+        self, history: torch.Tensor, target: torch.Tensor, target_vec: torch.Tensor
+    ) -> torch.Tensor:
         assert self.sequence is not None
         history = self.window(history)
+        real = history.ne(0)
+        if self._packs:  # real items only, row-major
+            ids, their_target = history[real], target[real.nonzero()[:, 0]]
+        else:
+            ids, their_target = history, target.unsqueeze(1).expand_as(history)
+        sim = None
+        if self.sequence.sim_proj is not None:
+            sim = self.items.similarity(ids, their_target)
         if self._packs:
-            real = history.ne(0)
-            packed = self.items(history[real])  # (N, Di): real items only, row-major
-            return self.sequence.forward_packed(packed, target_vec, real)
-        return self.sequence(self.items(history), target_vec, history.ne(0))  # (B, L, Di) in
+            return self.sequence.forward_packed(self.items(ids), target_vec, real, sim)
+        return self.sequence(self.items(ids), target_vec, real, sim)  # (B, L, Di) in
 
     def forward(
         self, history: torch.Tensor, target: torch.Tensor, context: torch.Tensor
@@ -91,7 +100,7 @@ class SeedCTR(CTRModel):
         target_vec = self.items(target)  # (B, Di)
         parts = [self.context(context), target_vec]
         if self.sequence is not None:
-            parts.append(self._interest(history, target_vec))
+            parts.append(self._interest(history, target, target_vec))
         return self._towers(torch.cat(parts, dim=-1))
 
     def forward_groups(
@@ -104,7 +113,10 @@ class SeedCTR(CTRModel):
         """``forward(history[group], target, context[group])``, encoding each history once and
         sharing its part of the Transformer's first projection among its rows (see
         ``TargetAwareTransformer.forward_groups``): what a ranking service scores, a few
-        hundred candidates against one user's history."""
+        hundred candidates against one user's history. With similarity or position inputs
+        the rows are scored one by one (their tokens differ by more than the target)."""
+        if self.sequence is not None and self.sequence.reads_ids:
+            return super().forward_groups(history, group, target, context)
         target_vec = self.items(target)  # (B, Di)
         parts = [self.context(context)[group], target_vec]
         if self.sequence is not None:
@@ -131,7 +143,7 @@ def reset_parameters(model: nn.Module) -> None:
     zero bias; the attention's projections as ``nn.MultiheadAttention`` initialises them."""
     for module in model.modules():
         if isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=1e-4)
+            nn.init.normal_(module.weight, std=EMBEDDING_INIT_STD)
             if module.padding_idx is not None:
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()

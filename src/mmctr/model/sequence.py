@@ -1,8 +1,11 @@
 """The sequence module: a Transformer over history items, each concatenated with the target.
 
 TransAct-style (Xia et al., KDD 2023), as in the seed solution: no positional encoding, no
-causal mask, post-LayerNorm. The user interest is the flattened output at the last ``first_k``
-positions plus a Linear of the max-pool over real positions.
+causal mask, post-LayerNorm. Two switches go beyond it (docs/beyond.md): ``similarity_input``
+adds s w to each token, s the cosine similarity of the frozen embeddings of the history item
+and the target and w a learned vector; ``positions`` adds a learned embedding of the token's
+position counted from the newest item. The user interest is the flattened output at the
+last ``first_k`` positions plus a Linear of the max-pool over real positions.
 """
 
 from __future__ import annotations
@@ -69,32 +72,67 @@ class TargetAwareTransformer(nn.Module):
             for _ in range(cfg.num_layers)
         )
         self.pool: nn.Linear | None = nn.Linear(d_model, d_model) if cfg.max_pool else None
+        self.sim_proj = nn.Linear(1, d_model, bias=False) if cfg.similarity_input else None
+        self.positions = nn.Embedding(cfg.max_len, d_model) if cfg.positions else None
         self.d_model = d_model
         self.out_dim = d_model * (cfg.first_k + int(cfg.max_pool))
 
+    @property
+    def reads_ids(self) -> bool:
+        """Whether tokens depend on more than the item vectors (similarity, positions)."""
+        return self.sim_proj is not None or self.positions is not None
+
     def forward(
-        self, history: torch.Tensor, target: torch.Tensor, real: torch.Tensor
+        self,
+        history: torch.Tensor,
+        target: torch.Tensor,
+        real: torch.Tensor,
+        sim: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``sim`` (B, L): target-history similarities, needed with ``similarity_input``."""
         B, L, _ = history.shape
         self._check_width(L)
         x = history
         if self.target_concat:
             x = torch.cat([history, target.unsqueeze(1).expand(B, L, -1)], dim=-1)  # (B, L, D)
-        return self._dense(x, real)
+        age = torch.arange(L - 1, -1, -1, device=x.device)  # 0: the newest position
+        return self._dense(self._extras(x, sim, age), real)
 
     def forward_packed(
-        self, history: torch.Tensor, target: torch.Tensor, real: torch.Tensor
+        self,
+        history: torch.Tensor,
+        target: torch.Tensor,
+        real: torch.Tensor,
+        sim: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """As ``forward`` under the correct mask, computing per-token layers on real items only.
 
         Shape: history (N, Di) vectors of the real items, in row-major order of ``real``;
-        target (B, Di); real (B, L) bool with L >= first_k -> (B, out_dim).
+        target (B, Di); real (B, L) bool with L >= first_k; sim (N,) in the order of
+        ``history`` -> (B, out_dim).
         """
         layout = self._layout(real)
         x = history.index_select(0, layout.order)  # (N, Di) in packed order
         if self.target_concat:
             x = torch.cat([x, target.index_select(0, layout.row)], dim=-1)
-        return self._packed(x, layout)
+        age = None
+        if self.positions is not None:
+            age = real.shape[1] - 1 - real.nonzero()[:, 1].index_select(0, layout.order)
+        if sim is not None:
+            sim = sim.index_select(0, layout.order)
+        return self._packed(self._extras(x, sim, age), layout)
+
+    def _extras(
+        self, x: torch.Tensor, sim: torch.Tensor | None, age: torch.Tensor | None
+    ) -> torch.Tensor:
+        """x plus the similarity and position terms the switches ask for (..., D) tokens."""
+        if self.sim_proj is not None:
+            if sim is None:
+                raise ValueError("model.similarity_input needs the target-history similarities")
+            x = x + self.sim_proj(sim.unsqueeze(-1).to(x.dtype))
+        if self.positions is not None and age is not None:
+            x = x + self.positions(age)
+        return x
 
     def forward_groups(
         self,
@@ -119,6 +157,8 @@ class TargetAwareTransformer(nn.Module):
         """
         G, L, di = history.shape
         self._check_width(L)
+        if self.reads_ids:
+            raise ValueError("similarity or position inputs: score rows with forward")
         if not self.target_concat:
             return self._run_once(history, real, packed)[group]
         real_rows = real.index_select(0, group)  # (B, L)
