@@ -23,7 +23,7 @@ from mmctr.experiments import ablation_plan, run_experiment, sweep_plan
 from mmctr.experiments import runner as runner_module
 from mmctr.experiments.plan import Plan
 from mmctr.experiments.report import markdown, summarise
-from mmctr.experiments.rows import COLUMNS, METRIC_COLUMNS, RunRow
+from mmctr.experiments.rows import BUCKET_COLUMNS, COLUMNS, METRIC_COLUMNS, RunRow
 from mmctr.experiments.runner import eta_seconds, format_duration
 from mmctr.training import epoch as epochs
 from mmctr.training import loop
@@ -70,7 +70,7 @@ def test_ablation_end_to_end(
     din_sets = [a for s in TINY_DIN for a in ("--din-set", s)]
     code = cli(
         "experiment", "ablation", "--data", tiny_data_master, "--config", tiny_config_file,
-        "--out", out, "--variants", "full,din", *din_sets,
+        "--out", out, "--variants", "full,din,beyond-all", *din_sets,
     )  # fmt: skip
     assert code == 0
     rows = read_csv(out / "results.csv")
@@ -78,21 +78,29 @@ def test_ablation_end_to_end(
     assert [(r["variant"], r["seed"], r["status"]) for r in rows] == [
         ("full", "7", "done"),
         ("din", "7", "done"),
+        ("beyond-all", "7", "done"),
     ]
     for row in rows:
         assert 0.0 < float(row["valid_auc"]) < 1.0 and 0.0 < float(row["test_auc"]) < 1.0
         assert int(row["parameters"]) > 0 and int(row["epochs"]) == 2 and not row["error"]
+        assert row["stopped_early"] == "False" and int(row["best_epoch"]) in (1, 2)
+        buckets = [row[c] for c in BUCKET_COLUMNS.values() if row[c]]
+        assert len(buckets) >= 2 and all(0.0 <= float(b) <= 1.0 for b in buckets)
+    beyond = json.loads((out / "runs" / "beyond-all-seed0" / "config.json").read_text())
+    assert beyond["model"]["semantic_ids"] and beyond["model"]["positions"]
     din_config = json.loads((out / "runs" / "din-seed0" / "config.json").read_text())
     assert din_config["model"]["kind"] == "din"
     assert din_config["train"]["epochs"] == 2 and din_config["train"]["seed"] == 7
     assert din_config["train"]["lr"] == 1e-3  # the DIN recipe, not the seed model's
     table = (out / "results.md").read_text().splitlines()
     body = [line for line in table if line.startswith("| `")]
-    assert len(body) == 2 and all(line.count("|") == len(table[4].split("|")) - 1 for line in body)
+    assert "## Cold start" in table and "| `beyond-all` |" in "\n".join(table)
+    body = body[:3]  # the main table's rows; the cold-start table follows
+    assert len(body) == 3 and all(line.count("|") == len(table[4].split("|")) - 1 for line in body)
     assert "test AUC" in table[4]
     assert (out / "ablation.png").read_bytes().startswith(PNG_MAGIC)
-    assert "[2/2] din-seed0" in (out / "experiment.log").read_text()
-    assert "[1/2] full-seed0: training" in capsys.readouterr().out
+    assert "[2/3] din-seed0" in (out / "experiment.log").read_text()
+    assert "[1/3] full-seed0: training" in capsys.readouterr().out
 
 
 def test_resume_reruns_nothing_that_finished(
@@ -196,6 +204,7 @@ def test_test_split_without_labels_leaves_its_columns_empty(
     row = read_csv(tmp_path / "results.csv")[0]
     assert row["status"] == "done" and row["valid_auc"] and row["test_auc"] == ""
     assert "test AUC" not in (tmp_path / "results.md").read_text()
+    assert "Cold start" not in (tmp_path / "results.md").read_text()
     assert result.figure is not None and result.figure.exists()
 
 
@@ -214,7 +223,10 @@ def test_plans_seeds_din_settings_and_errors(tiny_config: Config) -> None:
     assert [j.config.train.seed for j in plan.jobs] == [7, 8, 7, 8]
     assert all(j.config.train.epochs == 1 for j in plan.jobs)  # --quick
     assert plan.jobs[2].config.model.mm_projection == "none"
-    assert len(ablation_plan(tiny_config, din).jobs) == 10
+    assert len(ablation_plan(tiny_config, din).jobs) == 10  # the paper's rows, not BEYOND's
+    beyond = ablation_plan(tiny_config, None, variants=["semantic-ids", "mm-id-init"])
+    assert beyond.jobs[0].config.model.semantic_ids and not beyond.jobs[0].config.model.positions
+    assert beyond.jobs[1].config.model.id_init == "mm"
     with pytest.raises(ConfigError, match="unknown variant 'nope'"):
         ablation_plan(tiny_config, din, variants=["nope"])
     with pytest.raises(ConfigError, match="need --din-config"):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mmctr.config import Config, load_config
-from mmctr.data import DataSchema, ItemTable, Split, load_dataset
+from mmctr.data import DataSchema, ItemTable, Split, load_dataset, target_counts
 from mmctr.errors import CheckpointError
 from mmctr.items import NEW_ITEMS_FILE, check_new_items, read_new_items
 from mmctr.model import CTRModel, build_model, parameter_counts
@@ -31,7 +31,7 @@ from mmctr.training import checkpoint as ckpt
 from mmctr.training import distributed
 from mmctr.training.inference import attach_items, autocast, predict_probs, resolve_device
 from mmctr.training.loop import FitResult, Log, Monitor, fit
-from mmctr.training.metrics import all_metrics
+from mmctr.training.metrics import all_metrics, metrics_by_item_frequency
 from mmctr.training.precision import for_inference
 
 IdList = Sequence[int] | np.ndarray
@@ -108,6 +108,22 @@ class Scorer:
         if rows.labels is None:
             raise CheckpointError(f"split {rows.name!r} has no labels to evaluate against")
         return all_metrics(rows.users, rows.labels, self.predict(rows))
+
+    def train_target_counts(self) -> np.ndarray:
+        """How many train rows have each item as their target: (num_items,) ints."""
+        return target_counts(Path(self.data_dir), "train", self.config.data, self.num_items)
+
+    def evaluate_by_item_frequency(
+        self, split: str | Split = "valid", *, train_counts: np.ndarray | None = None
+    ) -> list[dict[str, Any]]:
+        """``evaluate`` per bucket of the target item's train occurrences (unseen, 1-5, 6-50,
+        >50): how the model does on cold items. ``train_counts`` defaults to this data's."""
+        rows = self.split(split, require_labels=True) if isinstance(split, str) else split
+        if rows.labels is None:
+            raise CheckpointError(f"split {rows.name!r} has no labels to evaluate against")
+        counts = self.train_target_counts() if train_counts is None else train_counts
+        probs = self.predict(rows)
+        return metrics_by_item_frequency(rows.users, rows.labels, probs, counts[rows.target])
 
     @property
     def num_items(self) -> int:

@@ -17,6 +17,7 @@ from mmctr.errors import ConfigError
 from mmctr.model import build_model, macs_per_sample, parameter_counts
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import distributed
+from mmctr.training.metrics import all_metrics, metrics_by_item_frequency
 from mmctr.training.submission import write_submission
 from mmctr.training.tensorboard import TensorBoardMonitor
 
@@ -117,15 +118,31 @@ def train(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     scorer = api.load_run(args.run, args.data, precision=args.precision)
     split = scorer.split(args.split, require_labels=True)
-    metrics = scorer.evaluate(split)
+    assert split.labels is not None
+    counts = scorer.train_target_counts() if args.by_item_frequency else None
+    probs = scorer.predict(split)
+    metrics = all_metrics(split.users, split.labels, probs)
+    buckets = []
+    if counts is not None:
+        buckets = metrics_by_item_frequency(split.users, split.labels, probs, counts[split.target])
     if args.json:
+        # nan (a bucket without both classes) is not JSON: null
+        clean = [{k: None if v != v else v for k, v in b.items()} for b in buckets]
+        extra = {"by_item_frequency": clean} if counts is not None else {}
         print(json.dumps({**metrics, "split": args.split, "rows": len(split),
-                          "precision": args.precision}))  # fmt: skip
-    else:
-        print(
-            f"{args.split}: auc {metrics['auc']:.4f}  logloss {metrics['logloss']:.4f}  "
-            f"gauc {metrics['gauc']:.4f}  ({len(split):,} rows)"
-        )
+                          "precision": args.precision, **extra}))  # fmt: skip
+        return 0
+    print(
+        f"{args.split}: auc {metrics['auc']:.4f}  logloss {metrics['logloss']:.4f}  "
+        f"gauc {metrics['gauc']:.4f}  ({len(split):,} rows)"
+    )
+    if buckets:
+        print("by how often the target item is a train target:")
+        for b in buckets:
+            print(
+                f"  {b['bucket']:>6}  auc {b['auc']:.4f}  logloss {b['logloss']:.4f}  "
+                f"gauc {b['gauc']:.4f}  ({b['rows']:,} rows, {b['positives']:,} clicks)"
+            )
     return 0
 
 

@@ -8,7 +8,15 @@ from pathlib import Path
 from mmctr.cli.flags import add_set_flag
 from mmctr.config import Config, load_config
 from mmctr.experiments.experiment import ExperimentResult, file_log, run_experiment
-from mmctr.experiments.plan import DIN_PRESET, VARIANTS, Plan, ablation_plan, sweep_plan
+from mmctr.experiments.plan import (
+    ABLATION,
+    BEYOND,
+    DIN_PRESET,
+    VARIANTS,
+    Plan,
+    ablation_plan,
+    sweep_plan,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument(
         "--variants",
-        help=f"comma-separated subset, in this order by default: {','.join(VARIANTS)}",
+        help="comma-separated variants (default, in this order: "
+        f"{','.join(v.name for v in ABLATION)}); beyond the paper, named only: "
+        f"{','.join(v.name for v in BEYOND)}",
     )
     p.add_argument(
         "--din-config",
@@ -67,7 +77,7 @@ def _split(text: str | None) -> list[str]:
 
 def run_ablation(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    names = _split(args.variants) or list(VARIANTS)
+    names = _split(args.variants) or [v.name for v in ABLATION]
     din_config: Config | None = None
     if any(VARIANTS[n].din for n in names if n in VARIANTS):
         din_config = load_config(args.din_config or DIN_PRESET, args.din_overrides)

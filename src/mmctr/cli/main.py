@@ -115,6 +115,12 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="valid", choices=["train", "valid", "test"])
     add_precision_flag(p)
+    p.add_argument(
+        "--by-item-frequency",
+        action="store_true",
+        help="also report the metrics per bucket of how often the target item is a train "
+        "target: unseen, 1-5, 6-50, >50 (cold start)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=commands.evaluate)
 

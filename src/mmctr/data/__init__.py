@@ -3,7 +3,7 @@
 from mmctr.config.data import DataConfig
 from mmctr.data.batches import Batch, iter_batches, make_batch, num_batches, order_batches
 from mmctr.data.dataset import SPLITS, Dataset, load_dataset
-from mmctr.data.reader import ItemTable, Split
+from mmctr.data.reader import ItemTable, Split, target_counts
 from mmctr.data.schema import DataSchema
 from mmctr.data.stream import Shard, StreamingSplit
 
@@ -22,4 +22,5 @@ __all__ = [
     "make_batch",
     "num_batches",
     "order_batches",
+    "target_counts",
 ]

@@ -221,3 +221,16 @@ def _labels(arr: pa.Array, where: str, column: str, row0: int) -> np.ndarray:
     if i is not None:
         raise DataError(f"{where}: column {column!r} row {row0 + i}: label {y[i]} is not 0 or 1")
     return y
+
+
+def target_counts(data_dir: Path, split: str, cfg: DataConfig, num_items: int) -> np.ndarray:
+    """How many rows of ``split`` have each item as their target: (num_items,) int64. Reads
+    the target column only, with the checks ``read_split`` makes of it."""
+    f = open_split(data_dir, split, cfg, require_labels=False)
+    counts = np.zeros(num_items, dtype=np.int64)
+    bound = f"the rows of {cfg.item_file}"
+    for row0, batch in record_batches(f.pf, [cfg.item_col], f.where):
+        item = scalar(batch.column(cfg.item_col), f.where, cfg.item_col, row0)
+        check_range(item, num_items, f.where, cfg.item_col, row0, "item id", bound)
+        counts += np.bincount(item, minlength=num_items)
+    return counts

@@ -70,7 +70,41 @@ ABLATION: tuple[Variant, ...] = (
         "din-no-mm", "DIN baseline, item id and tags only", ("model.use_multimodal=false",), True
     ),
 )
-VARIANTS = {v.name: v for v in ABLATION}
+# issue 17's switches (docs/beyond.md): named with --variants, not run by default
+BEYOND: tuple[Variant, ...] = (
+    Variant(
+        "semantic-ids",
+        "residual k-means codes of the frozen embedding, embedded (model.semantic_ids=true)",
+        ("model.semantic_ids=true",),
+    ),
+    Variant(
+        "mm-id-init",
+        "id table initialised from the frozen embedding's principal components (model.id_init=mm)",
+        ("model.id_init=mm",),
+    ),
+    Variant(
+        "similarity",
+        "target-history cosine of the frozen embeddings added to each token "
+        "(model.similarity_input=true)",
+        ("model.similarity_input=true",),
+    ),
+    Variant(
+        "positions",
+        "learned embeddings of history positions (model.positions=true)",
+        ("model.positions=true",),
+    ),
+    Variant(
+        "beyond-all",
+        "all four switches above together",
+        (
+            "model.semantic_ids=true",
+            "model.id_init=mm",
+            "model.similarity_input=true",
+            "model.positions=true",
+        ),
+    ),
+)
+VARIANTS = {v.name: v for v in (*ABLATION, *BEYOND)}
 
 
 @dataclass(frozen=True)
@@ -131,7 +165,8 @@ def ablation_plan(
     variants: Sequence[str] | None = None,
     quick: bool = False,
 ) -> Plan:
-    """Every chosen variant (default: all of ``ABLATION``) x ``seeds`` seeds."""
+    """Every chosen variant (default: all of ``ABLATION``; ``BEYOND``'s when named) x
+    ``seeds`` seeds."""
     _check_seeds(seeds)
     names = list(variants) if variants else [v.name for v in ABLATION]
     unknown = [n for n in names if n not in VARIANTS]

@@ -10,9 +10,16 @@ from pathlib import Path
 
 from mmctr.atomic import write_text
 from mmctr.experiments.plan import Plan
-from mmctr.experiments.rows import COLUMNS, METRIC_COLUMNS, RunRow
+from mmctr.experiments.rows import BUCKET_COLUMNS, COLUMNS, METRIC_COLUMNS, RunRow
 
-STATS = (*METRIC_COLUMNS, "epochs", "train_seconds", "parameters")
+STATS = (
+    *METRIC_COLUMNS,
+    *BUCKET_COLUMNS.values(),
+    "best_epoch",
+    "epochs",
+    "train_seconds",
+    "parameters",
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,8 @@ def markdown(plan: Plan, summaries: list[Summary]) -> str:
     if has_test:
         columns += [("test AUC", "test_auc", 4), ("test logloss", "test_logloss", 4)]
         columns.append(("test gAUC", "test_gauc", 4))
-    columns += [("epochs", "epochs", 1), ("train s", "train_seconds", 0)]
+    columns += [("best epoch", "best_epoch", 1), ("epochs", "epochs", 1)]
+    columns.append(("train s", "train_seconds", 0))
     title = "Ablation" if plan.kind == "ablation" else f"Sweep of `{plan.param}`"
     head = ["variant", "runs", *(c[0] for c in columns), "parameters"]
     lines = [
@@ -94,9 +102,31 @@ def markdown(plan: Plan, summaries: list[Summary]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if not has_test:
         lines += ["", "The test split has no labels (or no file), so there are no test columns."]
+    lines += _cold_start_table(summaries)
     lines += ["", "## Variants", ""]
     lines += [f"- `{name}`: {text}" for name, text in plan.descriptions.items()]
     return "\n".join(lines) + "\n"
+
+
+def _cold_start_table(summaries: list[Summary]) -> list[str]:
+    """Test AUC per bucket of the target item's train occurrences, when measured."""
+    if not any(c in s.mean for s in summaries for c in BUCKET_COLUMNS.values()):
+        return []
+    head = ["variant", *(f"{b} AUC" for b in BUCKET_COLUMNS)]
+    lines = [
+        "",
+        "## Cold start",
+        "",
+        "Test AUC by how often the row's target item is the target of a train row (`—`: no "
+        "run had both classes in the bucket).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join([" --- "] + [" ---: "] * (len(head) - 1)) + "|",
+    ]
+    for s in summaries:
+        cells = [f"`{s.variant}`", *(_cell(s, c, 4) for c in BUCKET_COLUMNS.values())]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_tables(plan: Plan, rows: list[RunRow], out_dir: Path) -> list[Summary]:

@@ -8,6 +8,13 @@ from typing import Any, Literal
 
 METRICS = ("auc", "logloss", "gauc")
 METRIC_COLUMNS = tuple(f"{split}_{m}" for split in ("valid", "test") for m in METRICS)
+# test AUC per bucket of the target item's train occurrences (metrics.FREQUENCY_BUCKETS)
+BUCKET_COLUMNS = {
+    "unseen": "test_auc_unseen",
+    "1-5": "test_auc_1_5",
+    "6-50": "test_auc_6_50",
+    ">50": "test_auc_over_50",
+}
 
 
 @dataclass
@@ -25,8 +32,13 @@ class RunRow:
     test_auc: float | None = None
     test_logloss: float | None = None
     test_gauc: float | None = None
+    test_auc_unseen: float | None = None
+    test_auc_1_5: float | None = None
+    test_auc_6_50: float | None = None
+    test_auc_over_50: float | None = None
     best_epoch: int | None = None
     epochs: int | None = None
+    stopped_early: bool | None = None
     train_seconds: float | None = None
     wall_seconds: float | None = None
     parameters: int | None = None

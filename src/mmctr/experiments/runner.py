@@ -9,6 +9,7 @@ half-finished one from its checkpoint and retries failed ones.
 from __future__ import annotations
 
 import json
+import math
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mmctr.api import load_run
@@ -24,10 +26,11 @@ from mmctr.config import Config
 from mmctr.data import Dataset, Split, load_dataset
 from mmctr.errors import ConfigError, DataError
 from mmctr.experiments.plan import Job, Plan
-from mmctr.experiments.rows import METRICS, RunRow
+from mmctr.experiments.rows import BUCKET_COLUMNS, METRICS, RunRow
 from mmctr.model import CTRModel, build_model, parameter_counts
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import inference, loop
+from mmctr.training.metrics import all_metrics, metrics_by_item_frequency
 
 Log = Callable[[str], None]
 
@@ -39,6 +42,11 @@ class ExperimentData:
     data: Dataset  # train and valid, with labels
     test: Split | None  # the test split when it has labels, else None
     data_dir: Path  # where they were read from
+
+    @property
+    def train_counts(self) -> np.ndarray:
+        """How many train rows have each item as their target (for the cold-start columns)."""
+        return np.bincount(self.data["train"].target, minlength=self.data.schema.num_items)
 
 
 def load_experiment_data(plan: Plan, data_dir: str | Path) -> ExperimentData:
@@ -178,11 +186,24 @@ def _fill_results(
     valid = summary["best_valid"]
     row.valid_auc, row.valid_logloss, row.valid_gauc = (valid[k] for k in METRICS)
     if exp.test is not None:
-        test = inference.evaluate(model, exp.test, batch_size)
-        row.test_auc, row.test_logloss, row.test_gauc = (test[k] for k in METRICS)
+        test = exp.test
+        probs = inference.predict_probs(model, test, batch_size)
+        assert test.labels is not None
+        metrics = all_metrics(test.users, test.labels, probs)
+        row.test_auc, row.test_logloss, row.test_gauc = (metrics[k] for k in METRICS)
+        counts = exp.train_counts[test.target]
+        for b in metrics_by_item_frequency(test.users, test.labels, probs, counts):
+            setattr(row, BUCKET_COLUMNS[str(b["bucket"])], _number(b["auc"]))
     row.best_epoch, row.epochs = summary["best_epoch"], summary["epochs_run"]
+    row.stopped_early = summary.get("stopped_early")
     row.train_seconds = round(summary["train_seconds"], 2)
     row.parameters = parameter_counts(model)["total"]
+
+
+def _number(value: float | int | str) -> float | None:
+    """A metric for the table: None where it is nan (a bucket without both classes)."""
+    x = float(value)
+    return None if math.isnan(x) else x
 
 
 def action_of(run_dir: Path) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -63,3 +65,33 @@ def all_metrics(users: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dic
         "logloss": logloss(labels, probs),
         "gauc": gauc(users, labels, probs),
     }
+
+
+# a row's bucket is how often its target item is the target of a train row
+FREQUENCY_BUCKETS: tuple[tuple[str, int, float], ...] = (
+    ("unseen", 0, 0),
+    ("1-5", 1, 5),
+    ("6-50", 6, 50),
+    (">50", 51, math.inf),
+)
+
+
+def metrics_by_item_frequency(
+    users: np.ndarray, labels: np.ndarray, probs: np.ndarray, train_counts: np.ndarray
+) -> list[dict[str, float | int | str]]:
+    """``all_metrics`` per ``FREQUENCY_BUCKETS`` bucket, with its rows and positives; a
+    bucket without rows, or without both classes, has nan metrics. ``train_counts``: each
+    row's target item's train occurrences."""
+    out: list[dict[str, float | int | str]] = []
+    y = np.asarray(labels) > 0.5
+    for name, low, high in FREQUENCY_BUCKETS:
+        mine = (train_counts >= low) & (train_counts <= high)
+        n = int(mine.sum())
+        nan = float("nan")
+        metrics = (
+            all_metrics(users[mine], labels[mine], probs[mine])
+            if n
+            else {"auc": nan, "logloss": nan, "gauc": nan}
+        )
+        out.append({"bucket": name, "rows": n, "positives": int(y[mine].sum()), **metrics})
+    return out
