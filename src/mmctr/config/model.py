@@ -76,15 +76,7 @@ class ModelConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {value}")
-        if self.sid_codes < 2:
-            raise ValueError(f"model.sid_codes must be >= 2, got {self.sid_codes}")
-        if self.id_init not in ("random", "mm"):
-            raise ValueError(f"model.id_init must be 'random' or 'mm', got {self.id_init!r}")
-        if self.kind == "din" and (self.similarity_input or self.positions):
-            raise ValueError(
-                "model.similarity_input and model.positions belong to the seed model's "
-                "Transformer; DIN has none"
-            )
+        self._check_beyond()
         if self.cross_rank < 0:
             raise ValueError(f"model.cross_rank must be >= 0, got {self.cross_rank}")
         if self.num_cross_layers < 0:
@@ -125,4 +117,16 @@ class ModelConfig:
         if self.mm_projection not in ("linear", "none"):
             raise ValueError(
                 f"model.mm_projection must be 'linear' or 'none', got {self.mm_projection!r}"
+            )
+
+    def _check_beyond(self) -> None:
+        """The switches beyond the paper (issue 17)."""
+        if self.sid_codes < 2:
+            raise ValueError(f"model.sid_codes must be >= 2, got {self.sid_codes}")
+        if self.id_init not in ("random", "mm"):
+            raise ValueError(f"model.id_init must be 'random' or 'mm', got {self.id_init!r}")
+        if self.kind == "din" and (self.similarity_input or self.positions):
+            raise ValueError(
+                "model.similarity_input and model.positions belong to the seed model's "
+                "Transformer; DIN has none"
             )
