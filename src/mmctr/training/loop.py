@@ -109,7 +109,10 @@ def _fit_locked(
         log(f"precision: {precision} ({why})")
     tc = replace(tc, precision=precision)  # the run's config keeps what was asked ("auto")
     model.to(device)
-    attach_items(model, data.items)
+    t0 = time.perf_counter()
+    attach_items(model, data.items)  # a fresh model fits its item-table switches here
+    if getattr(model.items, "fitted", None) is not None and not resume:
+        log(f"fitted the item-table switches (docs/beyond.md) in {time.perf_counter() - t0:.1f}s")
     optimizer = make_optimizer(model, tc)
     state = _start_or_resume(run, model, optimizer, data.schema, tc, resume, log)
     world.barrier()  # every rank has checked the run directory before rank 0 writes to it
