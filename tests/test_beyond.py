@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 from model_helpers import left_padded_batch
 from test_model import SMALL, SMALL_DIMS, small_model
+from test_training import stable
 
+from mmctr.config import Config
 from mmctr.model import ModelConfig, SeedCTR
 from mmctr.model.semantic import (
     assign_codes,
@@ -14,6 +19,14 @@ from mmctr.model.semantic import (
     kmeans,
     principal_init,
 )
+
+ALL = {
+    "semantic_ids": "true",
+    "sid_codes": "8",
+    "id_init": "mm",
+    "similarity_input": "true",
+    "positions": "true",
+}
 
 
 def planted(n_per: int = 30, clusters: int = 4, dim: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,3 +164,40 @@ def test_switches_are_checked() -> None:
         ModelConfig(id_init="pca")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="DIN has none"):
         ModelConfig(kind="din", positions=True)
+
+
+def test_training_with_every_switch_resumes_and_loads_identically(
+    tiny_data_master: Path, tiny_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mmctr
+    from mmctr.training import epoch as epochs
+
+    config = tiny_config.with_overrides(
+        ["train.epochs=2", "train.patience=2", *(f"model.{k}={v}" for k, v in ALL.items())]
+    )
+    lines: list[str] = []
+    whole = mmctr.train(tiny_data_master, config, tmp_path / "whole", log=lines.append)
+    assert any("fitted the item-table switches" in line for line in lines)
+    real_epoch = epochs.train_epoch
+
+    def crash_in_epoch_2(*args: Any) -> float:
+        if args[4] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args)
+
+    monkeypatch.setattr(epochs, "train_epoch", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        mmctr.train(tiny_data_master, config, tmp_path / "killed", log=lambda _: None)
+    monkeypatch.setattr(epochs, "train_epoch", real_epoch)
+    resumed_lines: list[str] = []
+    resumed = mmctr.train(
+        tiny_data_master, config, tmp_path / "killed", resume=True, log=resumed_lines.append
+    )
+    assert not any("fitted" in line for line in resumed_lines)  # the codebooks come back
+    assert stable(resumed.history) == stable(whole.history)
+    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["weights"]
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["weights"]
+    assert "items.sid_books" in a and all(torch.equal(a[k], b[k]) for k in a)
+    # a loaded run scores what training validated
+    scorer = mmctr.load_run(tmp_path / "whole", tiny_data_master)
+    assert scorer.evaluate("valid")["auc"] == pytest.approx(whole.best_valid["auc"], rel=1e-6)
