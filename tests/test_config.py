@@ -41,7 +41,8 @@ def test_a_file_wins_over_a_preset_and_unknown_names_list_the_presets(
     (tmp_path / "cpu.toml").write_text("[train]\nepochs = 2\n")
     assert load_config("cpu.toml").train.epochs == 2
     assert load_config("cpu").train.epochs == 4  # the shipped preset: no file named "cpu"
-    with pytest.raises(ConfigError, match=r"not found: papr \(a path, or a shipped preset: converge, cpu"):
+    listed = r"not found: papr \(a path, or a shipped preset: converge, cpu"
+    with pytest.raises(ConfigError, match=listed):
         load_config("papr")
     with pytest.raises(ConfigError, match="is a directory"):
         load_config(tmp_path)

@@ -86,6 +86,8 @@ def test_ablation_end_to_end(
         assert row["stopped_early"] == "False" and int(row["best_epoch"]) in (1, 2)
         buckets = [row[c] for c in BUCKET_COLUMNS.values() if row[c]]
         assert len(buckets) >= 2 and all(0.0 <= float(b) <= 1.0 for b in buckets)
+        test_rows = sum(int(n) for n in row["test_bucket_rows"].split("/"))
+        assert test_rows == pq.read_metadata(tiny_data_master / "test.parquet").num_rows
     beyond = json.loads((out / "runs" / "beyond-all-seed0" / "config.json").read_text())
     assert beyond["model"]["semantic_ids"] and beyond["model"]["positions"]
     din_config = json.loads((out / "runs" / "din-seed0" / "config.json").read_text())
@@ -94,7 +96,8 @@ def test_ablation_end_to_end(
     assert din_config["train"]["lr"] == 1e-3  # the DIN recipe, not the seed model's
     table = (out / "results.md").read_text().splitlines()
     body = [line for line in table if line.startswith("| `")]
-    assert "## Cold start" in table and "| `beyond-all` |" in "\n".join(table)
+    text = "\n".join(table)
+    assert "## Cold start" in table and "unseen AUC (" in text and "| `beyond-all` |" in text
     body = body[:3]  # the main table's rows; the cold-start table follows
     assert len(body) == 3 and all(line.count("|") == len(table[4].split("|")) - 1 for line in body)
     assert "test AUC" in table[4]

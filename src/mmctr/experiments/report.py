@@ -74,7 +74,7 @@ def _cell(s: Summary, key: str, digits: int) -> str:
     return f"{s.mean[key]:.{digits}f} ± {s.std[key]:.{digits}f}"
 
 
-def markdown(plan: Plan, summaries: list[Summary]) -> str:
+def markdown(plan: Plan, summaries: list[Summary], bucket_rows: str | None = None) -> str:
     """A table of mean ± std over seeds per variant, in ``summaries``' order, and a legend."""
     has_test = any("test_auc" in s.mean for s in summaries)
     columns = [("valid AUC", "valid_auc", 4), ("valid logloss", "valid_logloss", 4)]
@@ -102,17 +102,20 @@ def markdown(plan: Plan, summaries: list[Summary]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if not has_test:
         lines += ["", "The test split has no labels (or no file), so there are no test columns."]
-    lines += _cold_start_table(summaries)
+    lines += _cold_start_table(summaries, bucket_rows)
     lines += ["", "## Variants", ""]
     lines += [f"- `{name}`: {text}" for name, text in plan.descriptions.items()]
     return "\n".join(lines) + "\n"
 
 
-def _cold_start_table(summaries: list[Summary]) -> list[str]:
+def _cold_start_table(summaries: list[Summary], bucket_rows: str | None) -> list[str]:
     """Test AUC per bucket of the target item's train occurrences, when measured."""
     if not any(c in s.mean for s in summaries for c in BUCKET_COLUMNS.values()):
         return []
     head = ["variant", *(f"{b} AUC" for b in BUCKET_COLUMNS)]
+    if bucket_rows:  # the same test rows for every variant
+        counts = zip(BUCKET_COLUMNS, bucket_rows.split("/"), strict=True)
+        head = ["variant", *(f"{b} AUC ({int(n):,} rows)" for b, n in counts)]
     lines = [
         "",
         "## Cold start",
@@ -133,5 +136,6 @@ def write_tables(plan: Plan, rows: list[RunRow], out_dir: Path) -> list[Summary]
     """Write results.csv and results.md into ``out_dir``; returns the summaries."""
     summaries = summarise(plan, rows)
     write_text(out_dir / "results.csv", csv_text(rows))
-    write_text(out_dir / "results.md", markdown(plan, summaries))
+    bucket_rows = next((r.test_bucket_rows for r in rows if r.test_bucket_rows), None)
+    write_text(out_dir / "results.md", markdown(plan, summaries, bucket_rows))
     return summaries

@@ -36,6 +36,7 @@ class RunRow:
     test_auc_1_5: float | None = None
     test_auc_6_50: float | None = None
     test_auc_over_50: float | None = None
+    test_bucket_rows: str | None = None  # rows of each bucket, "unseen/1-5/6-50/>50"
     best_epoch: int | None = None
     epochs: int | None = None
     stopped_early: bool | None = None

@@ -192,8 +192,10 @@ def _fill_results(
         metrics = all_metrics(test.users, test.labels, probs)
         row.test_auc, row.test_logloss, row.test_gauc = (metrics[k] for k in METRICS)
         counts = exp.train_counts[test.target]
-        for b in metrics_by_item_frequency(test.users, test.labels, probs, counts):
+        buckets = metrics_by_item_frequency(test.users, test.labels, probs, counts)
+        for b in buckets:
             setattr(row, BUCKET_COLUMNS[str(b["bucket"])], _number(b["auc"]))
+        row.test_bucket_rows = "/".join(str(b["rows"]) for b in buckets)
     row.best_epoch, row.epochs = summary["best_epoch"], summary["epochs_run"]
     row.stopped_early = summary.get("stopped_early")
     row.train_seconds = round(summary["train_seconds"], 2)
