@@ -14,6 +14,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,10 @@ class ExperimentData:
     test: Split | None  # the test split when it has labels, else None
     data_dir: Path  # where they were read from
 
-    @property
+    @cached_property
     def train_counts(self) -> np.ndarray:
-        """How many train rows have each item as their target (for the cold-start columns)."""
+        """How many train rows have each item as their target (for the cold-start columns);
+        counted once for all the jobs."""
         return np.bincount(self.data["train"].target, minlength=self.data.schema.num_items)
 
 
