@@ -64,6 +64,10 @@ def test_evaluate_by_item_frequency(
     assert sum(b["rows"] for b in buckets) == report["rows"]
     scorer = mmctr.load_run(tiny_run_master, tiny_data_master)
     direct = scorer.evaluate_by_item_frequency("test")
+    overall = scorer.report("test")  # one prediction pass: the same overall metrics, no buckets
+    assert "by_item_frequency" not in overall
+    assert report["auc"] == pytest.approx(overall["auc"])
+    assert overall["auc"] == pytest.approx(direct_auc(scorer))
     for got, want in zip(buckets, direct, strict=True):
         assert got["rows"] == want["rows"]
         assert got["auc"] == (None if np.isnan(want["auc"]) else pytest.approx(want["auc"]))
@@ -71,3 +75,11 @@ def test_evaluate_by_item_frequency(
                  "--by-item-frequency"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0 and "by how often the target item is a train target" in out and "unseen" in out
+
+
+def direct_auc(scorer: mmctr.Scorer) -> float:
+    """The test AUC computed from scratch: the predictions and scikit-learn's AUC."""
+    from sklearn.metrics import roc_auc_score
+
+    test = scorer.split("test", require_labels=True)
+    return float(roc_auc_score(test.labels, scorer.predict(test)))

@@ -31,7 +31,7 @@ from mmctr.training import checkpoint as ckpt
 from mmctr.training import distributed
 from mmctr.training.inference import attach_items, autocast, predict_probs, resolve_device
 from mmctr.training.loop import FitResult, Log, Monitor, fit
-from mmctr.training.metrics import all_metrics, metrics_by_item_frequency
+from mmctr.training.metrics import split_report
 from mmctr.training.precision import for_inference
 
 IdList = Sequence[int] | np.ndarray
@@ -104,10 +104,7 @@ class Scorer:
 
     def evaluate(self, split: str | Split = "valid") -> dict[str, float]:
         """AUC, logloss and gAUC on a labelled split (a name or a loaded one)."""
-        rows = self.split(split, require_labels=True) if isinstance(split, str) else split
-        if rows.labels is None:
-            raise CheckpointError(f"split {rows.name!r} has no labels to evaluate against")
-        return all_metrics(rows.users, rows.labels, self.predict(rows))
+        return self.report(split)
 
     def train_target_counts(self) -> np.ndarray:
         """How many train rows have each item as their target: (num_items,) ints."""
@@ -118,12 +115,26 @@ class Scorer:
     ) -> list[dict[str, Any]]:
         """``evaluate`` per bucket of the target item's train occurrences (unseen, 1-5, 6-50,
         >50): how the model does on cold items. ``train_counts`` defaults to this data's."""
+        report = self.report(split, by_item_frequency=True, train_counts=train_counts)
+        return list(report["by_item_frequency"])
+
+    def report(
+        self,
+        split: str | Split = "valid",
+        *,
+        by_item_frequency: bool = False,
+        train_counts: np.ndarray | None = None,
+    ) -> dict[str, Any]:
+        """``evaluate`` and, with ``by_item_frequency``, its buckets under "by_item_frequency",
+        from one pass of predictions over a labelled split."""
         rows = self.split(split, require_labels=True) if isinstance(split, str) else split
         if rows.labels is None:
             raise CheckpointError(f"split {rows.name!r} has no labels to evaluate against")
-        counts = self.train_target_counts() if train_counts is None else train_counts
-        probs = self.predict(rows)
-        return metrics_by_item_frequency(rows.users, rows.labels, probs, counts[rows.target])
+        counts = None
+        if by_item_frequency:
+            known = self.train_target_counts() if train_counts is None else train_counts
+            counts = known[rows.target]
+        return split_report(rows.users, rows.labels, self.predict(rows), counts)
 
     @property
     def num_items(self) -> int:

@@ -17,7 +17,6 @@ from mmctr.errors import ConfigError
 from mmctr.model import build_model, macs_per_sample, parameter_counts
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import distributed
-from mmctr.training.metrics import all_metrics, metrics_by_item_frequency
 from mmctr.training.submission import write_submission
 from mmctr.training.tensorboard import TensorBoardMonitor
 
@@ -119,16 +118,12 @@ def evaluate(args: argparse.Namespace) -> int:
     scorer = api.load_run(args.run, args.data, precision=args.precision)
     split = scorer.split(args.split, require_labels=True)
     assert split.labels is not None
-    counts = scorer.train_target_counts() if args.by_item_frequency else None
-    probs = scorer.predict(split)
-    metrics = all_metrics(split.users, split.labels, probs)
-    buckets = []
-    if counts is not None:
-        buckets = metrics_by_item_frequency(split.users, split.labels, probs, counts[split.target])
+    metrics = scorer.report(split, by_item_frequency=args.by_item_frequency)
+    buckets = metrics.pop("by_item_frequency", [])
     if args.json:
         # nan (a bucket without both classes) is not JSON: null
         clean = [{k: None if v != v else v for k, v in b.items()} for b in buckets]
-        extra = {"by_item_frequency": clean} if counts is not None else {}
+        extra = {"by_item_frequency": clean} if args.by_item_frequency else {}
         print(json.dumps({**metrics, "split": args.split, "rows": len(split),
                           "precision": args.precision, **extra}))  # fmt: skip
         return 0

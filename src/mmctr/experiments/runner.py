@@ -31,7 +31,7 @@ from mmctr.experiments.rows import BUCKET_COLUMNS, METRICS, RunRow
 from mmctr.model import CTRModel, build_model, parameter_counts
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import inference, loop
-from mmctr.training.metrics import all_metrics, metrics_by_item_frequency
+from mmctr.training.metrics import split_report
 
 Log = Callable[[str], None]
 
@@ -191,10 +191,9 @@ def _fill_results(
         test = exp.test
         probs = inference.predict_probs(model, test, batch_size)
         assert test.labels is not None
-        metrics = all_metrics(test.users, test.labels, probs)
-        row.test_auc, row.test_logloss, row.test_gauc = (metrics[k] for k in METRICS)
-        counts = exp.train_counts[test.target]
-        buckets = metrics_by_item_frequency(test.users, test.labels, probs, counts)
+        report = split_report(test.users, test.labels, probs, exp.train_counts[test.target])
+        row.test_auc, row.test_logloss, row.test_gauc = (report[k] for k in METRICS)
+        buckets = report["by_item_frequency"]
         for b in buckets:
             setattr(row, BUCKET_COLUMNS[str(b["bucket"])], _number(b["auc"]))
         row.test_bucket_rows = "/".join(str(b["rows"]) for b in buckets)

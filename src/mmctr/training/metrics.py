@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -95,3 +96,18 @@ def metrics_by_item_frequency(
         )
         out.append({"bucket": name, "rows": n, "positives": int(y[mine].sum()), **metrics})
     return out
+
+
+def split_report(
+    users: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    target_counts: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """``all_metrics`` of one set of predictions and, when ``target_counts`` (each row's target
+    item's train occurrences) is given, ``metrics_by_item_frequency`` under "by_item_frequency":
+    what every evaluation reports, computed from one prediction pass."""
+    report: dict[str, Any] = dict(all_metrics(users, labels, probs))
+    if target_counts is not None:
+        report["by_item_frequency"] = metrics_by_item_frequency(users, labels, probs, target_counts)
+    return report
