@@ -115,26 +115,17 @@ class Scorer:
     ) -> list[dict[str, Any]]:
         """``evaluate`` per bucket of the target item's train occurrences (unseen, 1-5, 6-50,
         >50): how the model does on cold items. ``train_counts`` defaults to this data's."""
-        report = self.report(split, by_item_frequency=True, train_counts=train_counts)
-        return list(report["by_item_frequency"])
+        counts = self.train_target_counts() if train_counts is None else train_counts
+        return list(self.report(split, counts)["by_item_frequency"])
 
-    def report(
-        self,
-        split: str | Split = "valid",
-        *,
-        by_item_frequency: bool = False,
-        train_counts: np.ndarray | None = None,
-    ) -> dict[str, Any]:
-        """``evaluate`` and, with ``by_item_frequency``, its buckets under "by_item_frequency",
-        from one pass of predictions over a labelled split."""
+    def report(self, split: str | Split = "valid", counts: np.ndarray | None = None) -> dict:
+        """``evaluate`` from one pass of predictions, plus its buckets under "by_item_frequency"
+        when ``counts`` (each item's train-target occurrences: train_target_counts()) is given."""
         rows = self.split(split, require_labels=True) if isinstance(split, str) else split
         if rows.labels is None:
             raise CheckpointError(f"split {rows.name!r} has no labels to evaluate against")
-        counts = None
-        if by_item_frequency:
-            known = self.train_target_counts() if train_counts is None else train_counts
-            counts = known[rows.target]
-        return split_report(rows.users, rows.labels, self.predict(rows), counts)
+        per_row = None if counts is None else counts[rows.target]
+        return split_report(rows.users, rows.labels, self.predict(rows), per_row)
 
     @property
     def num_items(self) -> int:

@@ -118,7 +118,8 @@ def evaluate(args: argparse.Namespace) -> int:
     scorer = api.load_run(args.run, args.data, precision=args.precision)
     split = scorer.split(args.split, require_labels=True)
     assert split.labels is not None
-    metrics = scorer.report(split, by_item_frequency=args.by_item_frequency)
+    counts = scorer.train_target_counts() if args.by_item_frequency else None
+    metrics = scorer.report(split, counts)
     buckets = metrics.pop("by_item_frequency", [])
     if args.json:
         # nan (a bucket without both classes) is not JSON: null
