@@ -117,7 +117,6 @@ def train(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     scorer = api.load_run(args.run, args.data, precision=args.precision)
     split = scorer.split(args.split, require_labels=True)
-    assert split.labels is not None
     counts = scorer.train_target_counts() if args.by_item_frequency else None
     metrics = scorer.report(split, counts)
     buckets = metrics.pop("by_item_frequency", [])
