@@ -499,3 +499,56 @@ def test_microlens_50k_first_2000_users(tmp_path: Path, monkeypatch: pytest.Monk
     data = load_dataset(tmp_path / "ml", DataConfig(), ("train", "valid", "test"))
     assert len(data["train"]) == rows["train"] and data["train"].labels.mean() == 0.25
     assert data.schema.context_vocab_sizes == (11, 11)
+
+
+def _wide_log(users: int = 30, per_user: int = 8, items: int = 14) -> list[tuple[Any, ...]]:
+    """A seeded log over ITEM_IDS[:items]: every user touches ``per_user`` distinct items."""
+    rng = np.random.default_rng(3)
+    events = []
+    for u in range(users):
+        for t, i in enumerate(rng.choice(ITEM_IDS[:items], size=per_user, replace=False)):
+            events.append((f"u{u:02d}", int(i), t))
+    return events
+
+
+def test_cold_items_never_reach_train(tmp_path: Path) -> None:
+    events = _wide_log()
+    out, meta = run(tmp_path, events=events, cold_items=0.25, negatives=2)
+    cold = set(meta["cold_items"]["ids"])
+    assert meta["cold_items"]["of_items_with_train_period_interactions"] == 14
+    assert len(cold) == meta["cold_items"]["items"] == 4  # round(0.25 x 14)
+    train = rows_of(out, "train")
+    assert not any(r["item"] in cold for r in train)  # neither positives nor negatives
+    assert not any(set(r["hist"]) & cold for r in train)
+    held = [r for s in ("valid", "test") for r in rows_of(out, s) if r["item"] in cold]
+    assert {r["label"] for r in held} == {0, 1}  # cold clicks and cold negatives both stay
+    log: dict[str, set[int]] = {}
+    for u, i, _t in events:
+        log.setdefault(u, set()).add(i)
+    for split in ("train", "valid", "test"):  # a removed interaction is still no negative
+        assert all(r["item"] not in log[r["user"]] for r in rows_of(out, split) if not r["label"])
+    ok = meta["counts"]["users"] + meta["cold_items"]["users_dropped"]
+    assert ok == 30 and meta["options"]["cold_items"] == 0.25
+    assert all(r["views_level"] == r["likes_level"] == 0 for r in held)  # no train-period use
+    again, _ = run(tmp_path, "again", events=events, cold_items=0.25, negatives=2)
+    for split in ("train", "valid", "test"):
+        ta, tb = (pq.read_table(d / f"{split}.parquet") for d in (out, again))
+        assert ta.equals(tb)
+
+
+def test_cold_items_cli_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ev, it = write_inputs(tmp_path / "in", _wide_log())
+    emb = emb_file(tmp_path / "emb.parquet", ITEM_IDS)
+    args = ["convert", "interactions", "--events", ev, "--items", it, "--item-emb", emb]
+    args += ["--negatives", "2"]
+    assert cli(*args, "--out", tmp_path / "o", "--cold-items", "0.25") == 0
+    assert "cold items: 4 held out of the train period" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"--cold-items 1\.5"):
+        cli(*args, "--out", tmp_path / "p", "--cold-items", "1.5")
+    with pytest.raises(ConfigError, match=r"--cold-items 1\.0"):
+        ConvertOptions(cold_items=1.0)
+    with pytest.raises(ConfigError, match=r"--cold-items -0\.1"):
+        ConvertOptions(cold_items=-0.1)
+    with pytest.raises(DataError, match="less than one item"):
+        run(tmp_path, cold_items=0.01)
+    assert not (tmp_path / "out").exists()

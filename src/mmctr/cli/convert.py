@@ -68,6 +68,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--max-users", type=int, default=0, help="only the first N users by id (0 = all)"
     )
     p.add_argument(
+        "--cold-items",
+        type=float,
+        default=d.cold_items,
+        metavar="SHARE",
+        help="hold this share of the items out of the train period, so that valid and test "
+        "meet them as new items (a cold-start test; default 0)",
+    )
+    p.add_argument(
         "--item-emb", type=Path, help="parquet: original item id + item_emb_d128 (128 floats)"
     )
     p.add_argument("--item-emb-id-col", default=d.item_emb_id_col)
@@ -89,6 +97,7 @@ def _options(args: argparse.Namespace) -> ConvertOptions:
         min_tag_count=args.min_tag_count,
         tags_per_item=args.tags_per_item,
         max_users=args.max_users,
+        cold_items=args.cold_items,
         item_emb=args.item_emb,
         item_emb_id_col=args.item_emb_id_col,
         text_encoder=args.text_encoder,
@@ -171,6 +180,13 @@ def summary(meta: dict[str, Any], out: Path) -> str:
         f"(+ padding), {counts['interactions']:,} interactions",
         f"skipped: {skips or 'nothing'}",
     ]
+    cold = meta.get("cold_items")
+    if cold:
+        lines.append(
+            f"cold items: {cold['items']:,} held out of the train period "
+            f"({cold['interactions_removed']:,} interactions removed, "
+            f"{cold['users_dropped']:,} users left with under 3 dropped)"
+        )
     if missing:
         lines.append(f"embedding: {missing:,} items not in --item-emb got a zero vector")
     if emb.get("image_paths_not_found"):

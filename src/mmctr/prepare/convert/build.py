@@ -17,6 +17,7 @@ import numpy as np
 from mmctr.data.layout import META_FILE, SPLITS
 from mmctr.errors import DataError
 from mmctr.prepare.convert import write as cw
+from mmctr.prepare.convert.cold import ColdItems, hold_out_items, train_period
 from mmctr.prepare.convert.emb import compute_item_emb, read_item_emb
 from mmctr.prepare.convert.io import Items
 from mmctr.prepare.convert.levels import LIKES_DEF, VIEWS_DEF, likes_levels, views_levels
@@ -42,12 +43,16 @@ def build(
     tmp: Path, log: cw.SortedLog, items: Items, opts: ConvertOptions, show: bool
 ) -> dict[str, Any]:
     """Write every data file into ``tmp``; returns dataset.json's content but for the source."""
-    num_items, num_users = len(items.ids) + 1, len(log.user_names) + 1
-    role, train_period = _roles(log)
-    t_users, t_items = log.users[train_period], log.items[train_period]
+    num_items = len(items.ids) + 1
+    cold = None
+    if opts.cold_items > 0:
+        log, cold = hold_out_items(log, opts.cold_items, opts.seed, num_items)
+    num_users = len(log.user_names) + 1
+    role, period = _roles(log)
+    t_users, t_items = log.users[period], log.items[period]
     views, train_counts = views_levels(t_items, num_items)
     likes = likes_levels(t_users, t_items, num_users, num_items)
-    draws = _draw_negatives(log, role, train_counts, opts, num_items)
+    draws = _draw_negatives(log, role, train_counts, opts, num_items, cold)
     # the embedding may take minutes to compute, so every cheap check above runs first
     if opts.item_emb is not None:
         emb, emb_info = read_item_emb(opts.item_emb, opts.item_emb_id_col, items)
@@ -58,7 +63,7 @@ def build(
     cw.write_item_info(tmp, tags, emb)
     cw.write_maps(tmp, items.ids, log.user_names)
     rows, rates, lengths = _write_splits(tmp, log, role, draws, (likes, views), opts, show)
-    return {
+    meta = {
         "format": "microlens-1m-mmctr (converted from an interaction log)",
         "seed": opts.seed,
         "options": asdict(opts),
@@ -84,15 +89,18 @@ def build(
         "embedding": emb_info,
         "files": [*sorted(os.listdir(tmp)), META_FILE],
     }
+    if cold is not None:
+        meta["cold_items"] = {**cold.info, "ids": items.ids[cold.items - 1].tolist()}
+    return meta
 
 
 def _roles(log: cw.SortedLog) -> tuple[Array, Array]:
     """Each event's row: -1 history only (a user's first), 0 train, 1 valid, 2 test; and which
     events fall in the train period (all but each user's last two)."""
     last = log.length[log.users]
-    train_period = log.pos <= last - 3
+    period = train_period(log)
     role = np.full(len(log.pos), -1, dtype=np.int64)  # -1: first event, history only
-    role[(log.pos >= 1) & train_period] = 0
+    role[(log.pos >= 1) & period] = 0
     role[log.pos == last - 2] = 1
     role[log.pos == last - 1] = 2
     if not (role == 0).any():
@@ -100,30 +108,42 @@ def _roles(log: cw.SortedLog) -> tuple[Array, Array]:
             "no train rows: every kept user has exactly 3 interactions, which give only a "
             "history, a valid and a test row; a train row needs a 4th"
         )
-    return role, train_period
+    return role, period
 
 
 def _draw_negatives(
-    log: cw.SortedLog, role: Array, train_counts: Array, opts: ConvertOptions, num_items: int
+    log: cw.SortedLog,
+    role: Array,
+    train_counts: Array,
+    opts: ConvertOptions,
+    num_items: int,
+    cold: ColdItems | None,
 ) -> _Draws:
-    """Negatives for every row, never an item its user touched anywhere in the log."""
+    """Negatives for every row, never an item its user touched anywhere in the log (held-out
+    interactions included); train rows' negatives are never held-out items."""
     pool = np.unique(log.items)
     weights = train_counts[pool].astype(np.float64) if opts.sampling == "popularity" else None
     touched = np.unique(log.users * np.int64(num_items) + log.items)
+    if cold is not None:
+        touched = np.union1d(touched, cold.touched)
     positives = np.flatnonzero(role >= 0)
     neg_rng, slot_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(opts.seed).spawn(2)
     )
-    negatives = sample_negatives(
-        log.users[positives],
-        touched,
-        pool,
-        weights,
-        opts.negatives,
-        num_items,
-        neg_rng,
-        user_names=np.r_[np.array([None], dtype=object), log.user_names.astype(object)],
-    )
+    names = np.r_[np.array([None], dtype=object), log.user_names.astype(object)]
+
+    def draw(users: Array, pool: Array, weights: Array | None) -> Array:
+        return sample_negatives(
+            users, touched, pool, weights, opts.negatives, num_items, neg_rng, user_names=names
+        )
+
+    negatives = draw(log.users[positives], pool, weights)
+    if cold is not None:  # train rows again, from the warm items only
+        train = role[positives] == 0
+        warm = ~np.isin(pool, cold.items)
+        negatives[train] = draw(
+            log.users[positives[train]], pool[warm], None if weights is None else weights[warm]
+        )
     return _Draws(positives, negatives, pool, weights, slot_rng)
 
 

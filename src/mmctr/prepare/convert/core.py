@@ -24,11 +24,11 @@ from mmctr.data.layout import META_FILE
 from mmctr.errors import DataError
 from mmctr.prepare.convert import write as cw
 from mmctr.prepare.convert.build import build
+from mmctr.prepare.convert.cold import MIN_EVENTS
 from mmctr.prepare.convert.emb import PCA_FILE
 from mmctr.prepare.convert.io import Events, Items, duplicate_check, show
 from mmctr.prepare.convert.options import ConvertOptions
 
-MIN_EVENTS = 3  # one train-period event (the first train row's history), valid and test
 OUTPUT_FILES = (
     "train.parquet",
     "valid.parquet",

@@ -21,6 +21,7 @@ class ConvertOptions:
     min_tag_count: int = 2  # a tag enters the vocabulary when at least this many items carry it
     tags_per_item: int = 5
     max_users: int = 0  # convert only the first N users in original-id order; 0 = all
+    cold_items: float = 0.0  # share of items held out of the train period (cold start); 0 = none
     item_emb: Path | None = None  # parquet of precomputed embeddings; None = compute them
     item_emb_id_col: str = "item_id"  # its column of original item ids
     text_encoder: str = "all-MiniLM-L6-v2"
@@ -41,6 +42,8 @@ class ConvertOptions:
         for option, ok in checks.items():
             if not ok:
                 raise ConfigError(f"{option} must be >= {0 if option == '--max-users' else 1}")
+        if not 0.0 <= self.cold_items < 1.0:
+            raise ConfigError(f"--cold-items {self.cold_items}: expected a share in [0, 1)")
         if self.sampling not in SAMPLINGS:
             raise ConfigError(
                 f"--negatives-sampling {self.sampling!r}: expected one of {', '.join(SAMPLINGS)}"
