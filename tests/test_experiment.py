@@ -21,6 +21,7 @@ from mmctr.config import Config, load_config
 from mmctr.errors import ConfigError
 from mmctr.experiments import ablation_plan, run_experiment, sweep_plan
 from mmctr.experiments import runner as runner_module
+from mmctr.experiments.experiment import report
 from mmctr.experiments.plan import Plan
 from mmctr.experiments.report import markdown, summarise
 from mmctr.experiments.rows import BUCKET_COLUMNS, COLUMNS, METRIC_COLUMNS, RunRow
@@ -250,6 +251,33 @@ def test_resuming_with_another_config_is_refused_up_front(
     )
     with pytest.raises(ConfigError, match=r"another config \(.*train.lr: 0.003 -> 0.01"):
         run_experiment(other, tiny_data_master, tmp_path, log=quiet)
+
+
+def test_report_reads_finished_runs_and_writes_nothing(
+    tiny_data_master: Path, tiny_config: Config, tmp_path: Path
+) -> None:
+    run_experiment(
+        ablation_plan(tiny_config, None, variants=["no-transformer"], quick=True),
+        tiny_data_master,
+        tmp_path,
+        log=quiet,
+    )
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    wider = ablation_plan(tiny_config, None, seeds=2, variants=["no-transformer"], quick=True)
+    text = report(wider, tmp_path)
+    row = read_csv(tmp_path / "results.csv")[0]
+    assert f"| `no-transformer` | 1 | {float(row['valid_auc']):.4f} |" in text
+    assert text.endswith("Not finished yet (1 of 2): no-transformer-seed1\n")
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+    other = ablation_plan(
+        tiny_config.with_overrides(["train.lr=1e-2"]), None, variants=["no-transformer"]
+    )
+    with pytest.raises(ConfigError, match="another config"):
+        report(other, tmp_path)
+    args = ["ablation", "--data", tiny_data_master, "--config", CONFIGS / "cpu.toml"]
+    with pytest.raises(ConfigError, match="no runs folder"):
+        cli("experiment", *args, "--out", tmp_path / "nothing", "--report")
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_summary_is_mean_and_sample_std_sorted_by_valid_auc() -> None:

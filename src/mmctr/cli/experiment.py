@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mmctr.cli.flags import add_set_flag
 from mmctr.config import Config, load_config
-from mmctr.experiments.experiment import ExperimentResult, file_log, run_experiment
+from mmctr.experiments.experiment import ExperimentResult, file_log, report, run_experiment
 from mmctr.experiments.plan import (
     ABLATION,
     BEYOND,
@@ -69,6 +69,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         "its own copy of the data (default 1)",
     )
     add_set_flag(p, help="override a value of --config for every run (repeatable)")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="print the table of the runs finished so far and train nothing (writes nothing: "
+        "safe while the experiment runs)",
+    )
 
 
 def _split(text: str | None) -> list[str]:
@@ -92,6 +98,9 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def _run(plan: Plan, args: argparse.Namespace) -> int:
+    if args.report:
+        print(report(plan, args.out), end="")
+        return 0
     log = file_log(args.out)
     result: ExperimentResult = run_experiment(plan, args.data, args.out, log=log, jobs=args.jobs)
     files = [args.out / "results.csv", args.out / "results.md"]

@@ -19,12 +19,13 @@ from mmctr.atomic import write_json
 from mmctr.errors import ConfigError
 from mmctr.experiments.plan import Plan
 from mmctr.experiments.plots import bar_chart, line_plot
-from mmctr.experiments.report import Summary, write_tables
+from mmctr.experiments.report import Summary, markdown, summarise, write_tables
 from mmctr.experiments.rows import RunRow
 from mmctr.experiments.runner import (
     Log,
     Progress,
     check_runs,
+    finished_rows,
     format_duration,
     load_experiment_data,
     run_serial,
@@ -77,6 +78,22 @@ def run_experiment(
     out = Path(out)
     with run_lock(out):  # one experiment process per folder; each run is locked as well
         return _run_locked(plan, data_dir, out, log, jobs)
+
+
+def report(plan: Plan, out: str | Path) -> str:
+    """results.md's text for the runs of ``plan`` finished so far in ``out``, and a line on the
+    rest; trains nothing and writes nothing, so it can watch an experiment that is running."""
+    out = Path(out)
+    if not (out / "runs").is_dir():
+        raise ConfigError(f"{out}: no runs folder; is this an experiment folder?")
+    check_runs(plan, out, None)
+    rows = finished_rows(plan, out)
+    bucket_rows = next((r.test_bucket_rows for r in rows if r.test_bucket_rows), None)
+    text = markdown(plan, summarise(plan, rows), bucket_rows)
+    missing = [j.name for j in plan.jobs if j.name not in {r.run for r in rows}]
+    if missing:
+        text += f"\nNot finished yet ({len(missing)} of {len(plan.jobs)}): {', '.join(missing)}\n"
+    return text
 
 
 def _run_locked(

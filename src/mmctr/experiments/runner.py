@@ -71,8 +71,9 @@ def load_experiment_data(plan: Plan, data_dir: str | Path) -> ExperimentData:
     return ExperimentData(data, labelled_test, Path(data_dir))
 
 
-def check_runs(plan: Plan, out: Path, fingerprint: str) -> None:
-    """Refuse, before anything runs, to resume a run started with another config or data."""
+def check_runs(plan: Plan, out: Path, fingerprint: str | None) -> None:
+    """Refuse, before anything runs, to resume a run started with another config or data
+    (``fingerprint`` None: the config only)."""
     for job in plan.jobs:
         run = ckpt.RunDir(out / "runs" / job.name)
         if run.config.exists():
@@ -83,13 +84,21 @@ def check_runs(plan: Plan, out: Path, fingerprint: str) -> None:
                     f"{run.root} was started with another config ({'; '.join(diffs)}); "
                     "use another --out, or delete that run to redo it"
                 )
-        if run.finished() and ckpt.read_summary(run).get("fingerprint") != fingerprint:
+        if fingerprint is None or not run.finished():
+            continue
+        if ckpt.read_summary(run).get("fingerprint") != fingerprint:
             raise ConfigError(f"{run.root} was trained on other data; use another --out")
 
 
 def unfinished_jobs(plan: Plan, out: Path) -> list[Job]:
     """The jobs without a result.json yet: the ones that still need training or evaluating."""
     return [j for j in plan.jobs if not (out / "runs" / j.name / RESULT_FILE).exists()]
+
+
+def finished_rows(plan: Plan, out: Path) -> list[RunRow]:
+    """The rows of the jobs that have a result.json, in plan order."""
+    files = [out / "runs" / j.name / RESULT_FILE for j in plan.jobs]
+    return [RunRow.from_dict(json.loads(f.read_text())) for f in files if f.exists()]
 
 
 def run_serial(plan: Plan, exp: ExperimentData, out: Path, progress: Progress) -> None:
