@@ -139,6 +139,8 @@ def _draw_negatives(
 
     negatives = draw(log.users[positives], pool, weights)
     if cold is not None:  # train rows again, from the warm items only
+        # (a redraw rather than one draw per pool: the data sets of docs/beyond.md's held-out
+        # runs were written this way, and the same options must keep giving the same bytes)
         train = role[positives] == 0
         warm = ~np.isin(pool, cold.items)
         negatives[train] = draw(

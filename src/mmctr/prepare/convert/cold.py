@@ -63,15 +63,7 @@ def hold_out_items(
     keep = ~drop & keep_user[log.users]
     users = new_user[log.users[keep]]
     length = np.r_[0, per_user[keep_user]].astype(np.int64)
-    start = np.r_[0, np.cumsum(length[1:]) - length[1:]].astype(np.int64)
-    out = SortedLog(
-        users=users,
-        items=log.items[keep],
-        pos=np.arange(len(users), dtype=np.int64) - start[users],
-        start=start,
-        length=length,
-        user_names=log.user_names[keep_user[1:]],
-    )
+    out = SortedLog.of(users, log.items[keep], length, log.user_names[keep_user[1:]])
     removed = drop & keep_user[log.users]
     touched = np.unique(new_user[log.users[removed]] * np.int64(num_items) + log.items[removed])
     gone = ~keep_user[1:] & (log.length[1:] > 0)

@@ -146,13 +146,4 @@ def _prepare_log(
     rows = rows[np.lexsort((rows, events.order[rows], code[rows]))]
     users = new_user[code[rows]]
     length = np.r_[0, count[keep_user]].astype(np.int64)
-    start = np.r_[0, np.cumsum(length[1:]) - length[1:]].astype(np.int64)
-    log = cw.SortedLog(
-        users=users,
-        items=item_new[rows],
-        pos=np.arange(len(rows), dtype=np.int64) - start[users],
-        start=start,
-        length=length,
-        user_names=names[keep_user],
-    )
-    return log, skips
+    return cw.SortedLog.of(users, item_new[rows], length, names[keep_user]), skips

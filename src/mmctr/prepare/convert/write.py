@@ -31,6 +31,14 @@ class SortedLog:
     length: Array  # (U + 1,) events per user; index 0 unused
     user_names: Array  # (U,) original id of user u at index u - 1
 
+    @classmethod
+    def of(cls, users: Array, items: Array, length: Array, user_names: Array) -> SortedLog:
+        """From events already sorted by (user, order) and each user's count (``length[0]``
+        unused, 0): the offsets and positions follow."""
+        start = np.r_[0, np.cumsum(length[1:]) - length[1:]].astype(np.int64)
+        pos = np.arange(len(users), dtype=np.int64) - start[users]
+        return cls(users, items, pos, start, length, user_names)
+
 
 def progress_bar(total: int, show: bool) -> Any:
     return tqdm(total=total, unit="row", desc="convert", disable=not show)
