@@ -19,7 +19,7 @@ from mmctr.atomic import write_json
 from mmctr.errors import ConfigError
 from mmctr.experiments.plan import Plan
 from mmctr.experiments.plots import bar_chart, line_plot
-from mmctr.experiments.report import Summary, markdown, summarise, write_tables
+from mmctr.experiments.report import Summary, results_markdown, write_tables
 from mmctr.experiments.rows import RunRow
 from mmctr.experiments.runner import (
     Log,
@@ -88,8 +88,7 @@ def report(plan: Plan, out: str | Path) -> str:
         raise ConfigError(f"{out}: no runs folder; is this an experiment folder?")
     check_runs(plan, out, None)
     rows = finished_rows(plan, out)
-    bucket_rows = next((r.test_bucket_rows for r in rows if r.test_bucket_rows), None)
-    text = markdown(plan, summarise(plan, rows), bucket_rows)
+    text = results_markdown(plan, rows)[1]
     missing = [j.name for j in plan.jobs if j.name not in {r.run for r in rows}]
     if missing:
         text += f"\nNot finished yet ({len(missing)} of {len(plan.jobs)}): {', '.join(missing)}\n"

@@ -134,8 +134,14 @@ def _cold_start_table(summaries: list[Summary], bucket_rows: str | None) -> list
 
 def write_tables(plan: Plan, rows: list[RunRow], out_dir: Path) -> list[Summary]:
     """Write results.csv and results.md into ``out_dir``; returns the summaries."""
-    summaries = summarise(plan, rows)
+    summaries, text = results_markdown(plan, rows)
     write_text(out_dir / "results.csv", csv_text(rows))
-    bucket_rows = next((r.test_bucket_rows for r in rows if r.test_bucket_rows), None)
-    write_text(out_dir / "results.md", markdown(plan, summaries, bucket_rows))
+    write_text(out_dir / "results.md", text)
     return summaries
+
+
+def results_markdown(plan: Plan, rows: list[RunRow]) -> tuple[list[Summary], str]:
+    """The summaries of ``rows`` and results.md's text."""
+    summaries = summarise(plan, rows)
+    bucket_rows = next((r.test_bucket_rows for r in rows if r.test_bucket_rows), None)
+    return summaries, markdown(plan, summaries, bucket_rows)
