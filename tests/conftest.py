@@ -18,6 +18,8 @@ tag_dim = 8
 mm_dim = 8
 context_dim = 4
 max_len = 12
+
+[model.target_transformer]
 first_k = 3
 ff_dim = 16
 seq_dropout = 0.1

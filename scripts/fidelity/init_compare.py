@@ -13,8 +13,7 @@ import torch
 
 from mmctr.config import load_config
 from mmctr.data import load_dataset
-from mmctr.model import build_model
-from mmctr.training import checkpoint as ckpt
+from mmctr.training import run as runs
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "release-small.toml")
 
@@ -38,10 +37,9 @@ def main() -> None:
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     _, rel = oracle.build(oracle.params_for(a.data, a.work, a.seed))
-    cfg = load_config(CONFIG, a.set)
+    cfg = load_config(CONFIG, [*a.set, f"train.seed={a.seed}"])
     data = load_dataset(a.data, cfg.data, ("train",))
-    torch.manual_seed(a.seed)
-    mm = build_model(cfg.model, ckpt.dims_of(data.schema))
+    mm = runs.new_model(cfg, data.schema)  # seeded from train.seed, as a run starts
     name = {id(p): n for n, p in mm.named_parameters()}
     rows = []
     for r, m in oracle.weight_pairs(rel, mm):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import os
 
@@ -16,9 +15,8 @@ import torch
 
 from mmctr.config import load_config
 from mmctr.data import load_dataset, make_batch
-from mmctr.model import build_model
-from mmctr.training import checkpoint as ckpt
-from mmctr.training.inference import attach_items
+from mmctr.model import PLAIN
+from mmctr.training import run as runs
 from mmctr.training.loop import make_optimizer, train_step
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "release-small.toml")
@@ -34,13 +32,15 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     dtype = getattr(torch, a.dtype)
-    cfg = load_config(CONFIG, ["model.seq_dropout=0", "model.deep_dropout=0"])
+    no_dropout = [
+        "model.target_transformer.seq_dropout=0",
+        "model.target_transformer.deep_dropout=0",
+    ]
+    cfg = load_config(CONFIG, [*no_dropout, f"train.seed={a.seed}"])
     data = load_dataset(a.data, cfg.data, ("train",))
-    torch.manual_seed(a.seed)
-    fast = build_model(cfg.model, ckpt.dims_of(data.schema))
-    attach_items(fast, data.items)
+    fast = runs.new_model(cfg, data.schema, data.items)
     plain = copy.deepcopy(fast)
-    plain.cfg = dataclasses.replace(cfg.model, trim_padding=False, pack_tokens=False)
+    plain.set_execution(PLAIN)
     fast.to(dtype)
     plain.to(dtype)
     opt_f, opt_p = make_optimizer(fast, cfg.train), make_optimizer(plain, cfg.train)

@@ -1,11 +1,11 @@
 """mmctr: multimodal click-through-rate prediction on PyTorch.
 
-The seed model is the 1st-place solution of the WWW 2025 EReL@MIR multimodal CTR challenge:
-a Transformer over the user's history with the target concatenated to every item, a DCNv2
-cross network beside a deep MLP, and a prediction MLP.
+The main model is the 1st-place solution of the WWW 2025 EReL@MIR multimodal CTR challenge
+(``kind = "target_transformer"``): a Transformer over the user's history with the target
+concatenated to every item, a DCNv2 cross network beside a deep MLP, and a prediction MLP.
 
 For notebooks: ``mmctr.train(data_dir, config, out)``, ``mmctr.load_run(run_dir, data_dir)``
-(see ``mmctr.api``).
+(see ``mmctr.api``). A new model kind is one file registered with ``mmctr.register_model``.
 """
 
 from mmctr.api import Scorer, load_run, train
@@ -14,26 +14,36 @@ from mmctr.config.train import TrainConfig
 from mmctr.data import DataConfig, DataSchema, Dataset, load_dataset
 from mmctr.model import (
     DIN,
+    CTRModel,
     DataDims,
+    Execution,
     ModelConfig,
     SeedCTR,
+    TargetTransformerCTR,
     build_model,
     macs_per_sample,
     parameter_counts,
+    register_model,
 )
+from mmctr.training.summary import Metrics, RunSummary
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DIN",
+    "CTRModel",
     "Config",
     "DataConfig",
     "DataDims",
     "DataSchema",
     "Dataset",
+    "Execution",
+    "Metrics",
     "ModelConfig",
+    "RunSummary",
     "Scorer",
     "SeedCTR",
+    "TargetTransformerCTR",
     "TrainConfig",
     "build_model",
     "load_config",
@@ -41,5 +51,6 @@ __all__ = [
     "load_run",
     "macs_per_sample",
     "parameter_counts",
+    "register_model",
     "train",
 ]

@@ -22,17 +22,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmctr.config import Config, load_config
+from mmctr.config import Config
 from mmctr.data import DataSchema, ItemTable, Split, load_dataset, target_counts
 from mmctr.errors import CheckpointError
 from mmctr.items import NEW_ITEMS_FILE, check_new_items, read_new_items
-from mmctr.model import CTRModel, build_model, parameter_counts
+from mmctr.model import CTRModel
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import distributed
+from mmctr.training import run as runs
 from mmctr.training.inference import attach_items, autocast, predict_probs, resolve_device
-from mmctr.training.loop import FitResult, Log, Monitor, fit
+from mmctr.training.loop import Log, Monitor
 from mmctr.training.metrics import split_report
 from mmctr.training.precision import for_inference
+from mmctr.training.summary import RunSummary
 
 IdList = Sequence[int] | np.ndarray
 Group = tuple[IdList, IdList, IdList]
@@ -49,15 +51,13 @@ def train(
     progress: bool | None = None,
     log: Log = print,
     monitor: Monitor | None = None,
-) -> FitResult:
+) -> RunSummary:
     """Train ``config`` (a Config, a TOML file or a shipped preset name) on ``data_dir``'s train
-    split, stopping on valid, into the run directory ``out``."""
-    if not isinstance(config, Config):
-        config = load_config(config)
-    if overrides:
-        config = config.with_overrides(list(overrides))
-    if not distributed.current().is_main:  # in a torchrun group rank 0 alone speaks
-        log = _silent
+    split, stopping on valid, into the run directory ``out`` (``training/run.py`` owns the
+    run: lock, checks, seeding, building the model)."""
+    config = runs.resolve_config(out, config, list(overrides), resume=False)
+    if not distributed.current().is_main:
+        log = runs.silent
     t0 = time.perf_counter()
     data = load_dataset(data_dir, config.data, ("train", "valid"), stream_train=True)
     train = f"{len(data.rows('train')):,} train" + (" (streamed)" if data.streams else "")
@@ -65,10 +65,10 @@ def train(
         f"loaded {train} / {len(data['valid']):,} valid rows from {data_dir}"
         f" in {time.perf_counter() - t0:.1f}s (schema {data.schema.fingerprint})"
     )
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, ckpt.dims_of(data.schema))
-    log(f"model: {parameter_counts(model)['total']:,} parameters")
-    return fit(model, data, config, out, resume=resume, progress=progress, log=log, monitor=monitor)
+    trained = runs.train(
+        data, config, out, resume=resume, progress=progress, log=log, monitor=monitor
+    )
+    return trained.summary
 
 
 @dataclass
@@ -130,7 +130,7 @@ class Scorer:
     @property
     def num_items(self) -> int:
         """Items this scorer knows: the trained ones and any new ones added since."""
-        return int(self.model.items.item_tags.shape[0])
+        return self.model.items.num_items
 
     def add_items(self, tags: Any, emb: Any) -> np.ndarray:
         """Register new items (cold start): (M, T) tag ids and (M, D) frozen embeddings.
@@ -142,11 +142,9 @@ class Scorer:
             tags, emb, tags_per_item=self.schema.tags_per_item, num_tags=self.schema.num_tags,
             emb_dim=self.schema.emb_dim, where="new items",
         )  # fmt: skip
-        first = self.num_items
-        encoder = self.model.items
-        grown_tags = torch.cat([encoder.item_tags.cpu(), torch.from_numpy(item_tags)])
-        grown_emb = torch.cat([encoder.item_emb.cpu(), torch.from_numpy(emb_rows)])
-        encoder.load_item_features(grown_tags, grown_emb)
+        first = self.model.items.append_items(
+            torch.from_numpy(item_tags), torch.from_numpy(emb_rows)
+        )
         return np.arange(first, first + len(item_tags))
 
     @torch.inference_mode()
@@ -222,10 +220,6 @@ class Scorer:
             raise ValueError(f"context has {ctx.shape[1]} columns; the model reads {cols}")
         for j, (name, size) in enumerate(zip(self.config.data.context_cols, vocab, strict=True)):
             _check_range(ctx[:, j], size, f"context column {name}", "level")
-
-
-def _silent(message: str) -> None:
-    """The log of a torchrun rank other than 0."""
 
 
 def load_run(

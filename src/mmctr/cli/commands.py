@@ -11,12 +11,10 @@ import torch
 
 from mmctr import api
 from mmctr.cli.launch import run_torchrun
-from mmctr.config import Config, load_config
-from mmctr.data import load_dataset
+from mmctr.config import load_config
 from mmctr.errors import ConfigError
-from mmctr.model import build_model, macs_per_sample, parameter_counts
-from mmctr.training import checkpoint as ckpt
 from mmctr.training import distributed
+from mmctr.training import run as runs
 from mmctr.training.submission import write_submission
 from mmctr.training.tensorboard import TensorBoardMonitor
 
@@ -58,47 +56,28 @@ def sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_config(args: argparse.Namespace, run: ckpt.RunDir) -> Config:
-    saved = Config.from_dict(json.loads(run.config.read_text())) if run.config.exists() else None
-    if args.config is None:
-        if saved is None:
-            raise ConfigError("--config is required unless --resume finds a run in --out")
-        return saved.with_overrides(args.overrides) if args.overrides else saved
-    config = load_config(args.config, args.overrides)
-    if saved is not None and args.resume and config != saved:
-        raise ConfigError(
-            f"{run.root} was started with another config ({'; '.join(saved.diff(config))}); "
-            "resume it without --config or train into a new --out"
-        )
-    return config
-
-
 def train(args: argparse.Namespace) -> int:
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
-    run = ckpt.RunDir(Path(args.out))
-    if args.resume and run.finished():
-        summary = ckpt.read_summary(run)
+    out = Path(args.out)
+    finished = runs.check_can_start(out, resume=args.resume)
+    if finished is not None:
         if distributed.launch_rank() == 0:
             print(
-                f"{run.root} already finished (best epoch {summary['best_epoch']}, valid auc "
-                f"{summary['best_valid']['auc']:.4f}); nothing to do"
+                f"{out} already finished (best epoch {finished.best_epoch}, valid auc "
+                f"{finished.best_valid.auc:.4f}); nothing to do"
             )
         return 0
-    if not args.resume and run.has_run():
-        raise ConfigError(
-            f"{run.root} already holds a run; pass --resume to continue it or choose another --out"
-        )
-    config = _train_config(args, run)  # checked here, before --nproc starts processes
+    # checked here, before --nproc starts processes
+    config = runs.resolve_config(out, args.config, args.overrides, resume=args.resume)
     if args.nproc > 1 and not distributed.launched():
         return run_torchrun(args.nproc, args.argv)
     world = distributed.join_from_env(config.train.device)  # torchrun's group, if any
     monitor = TensorBoardMonitor(args.tensorboard) if args.tensorboard and world.is_main else None
     try:
         result = api.train(
-            args.data, config, run.root, resume=args.resume, progress=args.progress,
-            monitor=monitor,
-        )  # fmt: skip
+            args.data, config, out, resume=args.resume, progress=args.progress, monitor=monitor
+        )
     finally:
         if monitor is not None:
             monitor.close()
@@ -107,9 +86,9 @@ def train(args: argparse.Namespace) -> int:
         return 0
     v = result.best_valid
     print(
-        f"done: best epoch {result.best_epoch} of {result.epochs_run}; valid auc {v['auc']:.4f} "
-        f"logloss {v['logloss']:.4f} gauc {v['gauc']:.4f}; "
-        f"training {result.train_seconds:.0f}s; run in {run.root}"
+        f"done: best epoch {result.best_epoch} of {result.epochs_run}; valid auc {v.auc:.4f} "
+        f"logloss {v.logloss:.4f} gauc {v.gauc:.4f}; "
+        f"training {result.train_seconds:.0f}s; run in {out}"
     )
     return 0
 
@@ -153,18 +132,12 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def describe(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)
-    data = load_dataset(args.data, config.data, ())
-    with torch.device("meta"):  # sizes only: no memory, no initialisation cost
-        model = build_model(config.model, ckpt.dims_of(data.schema))
-    params = parameter_counts(model)
-    macs = macs_per_sample(model)
+    from mmctr.training.bench import model_size
+
+    size = model_size(load_config(args.config, args.overrides), args.data)
+    params, macs = size["parameters"], size["macs_by_part"]
     if args.json:
-        print(
-            json.dumps(
-                {"parameters": params, "macs_per_sample": macs["total"], "macs_by_part": macs}
-            )
-        )
+        print(json.dumps(size))
         return 0
     width = max(len(k) for k in params)
     print(f"{'part':<{width}}  {'parameters':>13}  {'MACs/sample':>13}")

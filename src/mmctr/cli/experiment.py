@@ -7,6 +7,8 @@ from pathlib import Path
 
 from mmctr.cli.flags import add_set_flag
 from mmctr.config import Config, load_config
+from mmctr.errors import ConfigError
+from mmctr.experiments.cold import DEFAULT_SEED, HeldOutItems
 from mmctr.experiments.experiment import ExperimentResult, file_log, report, run_experiment
 from mmctr.experiments.plan import (
     ABLATION,
@@ -42,13 +44,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p,
         flag="--din-set",
         dest="din_overrides",
-        help="override a value of the DIN config, e.g. --din-set model.din_mlp=256,128",
+        help="override a value of the DIN config, e.g. --din-set model.din.mlp=256,128",
     )
     p.set_defaults(func=run_ablation)
 
     p = kinds.add_parser("sweep", help="one config key over a list of values")
     _common(p)
-    p.add_argument("--param", required=True, help="config key to vary, e.g. model.first_k")
+    p.add_argument(
+        "--param", required=True, help="config key to vary, e.g. model.target_transformer.first_k"
+    )
     p.add_argument("--values", required=True, help="comma-separated values, e.g. 1,2,4,8,16,32")
     p.set_defaults(func=run_sweep)
 
@@ -69,6 +73,20 @@ def _common(p: argparse.ArgumentParser) -> None:
         "its own copy of the data (default 1)",
     )
     add_set_flag(p, help="override a value of --config for every run (repeatable)")
+    p.add_argument(
+        "--held-out-items",
+        type=float,
+        metavar="F",
+        help="cold start: hold a seeded share F (0 < F < 1) of the items out of training in "
+        "every run (no train or valid row with them as target, zero id row); the test bucket "
+        "unseen is then their rows",
+    )
+    p.add_argument(
+        "--held-out-seed",
+        type=int,
+        metavar="S",
+        help=f"seed of the draw of --held-out-items (default {DEFAULT_SEED})",
+    )
     p.add_argument(
         "--report",
         action="store_true",
@@ -97,12 +115,24 @@ def run_sweep(args: argparse.Namespace) -> int:
     return _run(plan, args)
 
 
+def _held_out(args: argparse.Namespace) -> HeldOutItems | None:
+    if args.held_out_items is None:
+        if args.held_out_seed is not None:
+            raise ConfigError("--held-out-seed needs --held-out-items")
+        return None
+    seed = DEFAULT_SEED if args.held_out_seed is None else args.held_out_seed
+    return HeldOutItems(args.held_out_items, seed)
+
+
 def _run(plan: Plan, args: argparse.Namespace) -> int:
+    held_out = _held_out(args)
     if args.report:
-        print(report(plan, args.out), end="")
+        print(report(plan, args.out, held_out), end="")
         return 0
     log = file_log(args.out)
-    result: ExperimentResult = run_experiment(plan, args.data, args.out, log=log, jobs=args.jobs)
+    result: ExperimentResult = run_experiment(
+        plan, args.data, args.out, log=log, jobs=args.jobs, held_out=held_out
+    )
     files = [args.out / "results.csv", args.out / "results.md"]
     if result.figure is not None:
         files.append(result.figure)

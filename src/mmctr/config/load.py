@@ -1,23 +1,26 @@
 """The one place that turns TOML presets and ``--set`` overrides into typed, frozen configs.
 
-A config file has the sections ``[data]``, ``[model]`` and ``[train]``; every key must be a
-field of the matching dataclass, and every value is checked against the field's type.
+A config file has the sections ``[data]``, ``[model]`` (with ``[model.beyond]`` and the
+kind's own ``[model.<kind>]``) and ``[train]``; every key must be a field of the matching
+dataclass, and every value is checked against the field's type.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any
 
 from mmctr.config.data import DataConfig
-from mmctr.config.model import ModelConfig
+from mmctr.config.kinds import canonical_kind, kind_names, section_of_kind
+from mmctr.config.model import DEFAULT_KIND, BeyondConfig, ModelConfig
+from mmctr.config.moved import hint, move_flat_keys
 from mmctr.config.train import TrainConfig
+from mmctr.config.values import check_value, parse_text
 from mmctr.errors import ConfigError
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
@@ -31,50 +34,145 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in SECTIONS}
+        return {
+            "data": _plain(dataclasses.asdict(self.data)),
+            "model": self.model.to_dict(),
+            "train": _plain(dataclasses.asdict(self.train)),
+        }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, source: str = "config") -> Config:
-        unknown = sorted(set(raw) - set(SECTIONS))
-        if unknown:
-            raise ConfigError(
-                f"{source}: unknown section [{unknown[0]}]; expected {', '.join(SECTIONS)}"
-            )
-        parts: dict[str, Any] = {}
-        for name, section_cls in SECTIONS.items():
-            values = raw.get(name, {})
-            if not isinstance(values, dict):
-                raise ConfigError(f"{source}: [{name}] must be a table of key = value")
-            parts[name] = _build(section_cls, name, values, source)
-        return cls(**parts)
+        """A config from a new file's tables; an old flat model key is an error with a hint."""
+        return _from_dict(raw, source, saved=False)
+
+    @classmethod
+    def from_saved(cls, raw: dict[str, Any], *, source: str) -> Config:
+        """A config a run saved (config.json, a checkpoint), by this or an older mmctr."""
+        return _from_dict(raw, source, saved=True)
 
     def diff(self, other: Config) -> list[str]:
         """The keys whose values differ, as ``section.key: ours -> theirs`` lines."""
-        ours, theirs = self.to_dict(), other.to_dict()
+        ours, theirs = _flat(self.to_dict()), _flat(other.to_dict())
         return [
-            f"{section}.{key}: {value!r} -> {theirs[section][key]!r}"
-            for section in SECTIONS
-            for key, value in ours[section].items()
-            if theirs[section][key] != value
+            f"{key}: {ours.get(key)!r} -> {theirs.get(key)!r}"
+            for key in [*ours, *(k for k in theirs if k not in ours)]
+            if ours.get(key) != theirs.get(key)
         ]
 
     def with_overrides(self, overrides: list[str]) -> Config:
-        """Apply ``section.key=value`` strings, each value parsed by the field's type."""
+        """Apply ``section.key=value`` strings (``model.<kind>.key=value`` for a key of the
+        model kind's own section), each value parsed by the field's type."""
         raw = self.to_dict()
         for item in overrides:
-            key, sep, text = item.partition("=")
-            section, dot, name = key.strip().partition(".")
-            if not sep or not dot:
+            path, sep, text = item.partition("=")
+            keys = path.strip().split(".")
+            if not sep or len(keys) < 2:
                 raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-3")
-            if section not in SECTIONS:
-                raise ConfigError(
-                    f"--set {item!r}: unknown section {section!r}; expected {', '.join(SECTIONS)}"
-                )
-            hints = typing.get_type_hints(SECTIONS[section])
-            if name not in hints:
-                raise ConfigError(f"--set {item!r}: unknown key {section}.{name}")
-            raw[section][name] = _parse_text(text.strip(), hints[name], f"{section}.{name}")
+            table, hint = _override_target(raw, keys, item)
+            table[keys[-1]] = parse_text(text.strip(), hint, ".".join(keys))
         return Config.from_dict(raw, source="--set")
+
+
+def _from_dict(raw: dict[str, Any], source: str, *, saved: bool) -> Config:
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        expected = ", ".join(SECTIONS)
+        raise ConfigError(f"{source}: unknown section [{unknown[0]}]; expected {expected}")
+    parts: dict[str, Any] = {}
+    for name, section_cls in SECTIONS.items():
+        values = _table(raw.get(name, {}), name, source)
+        if section_cls is ModelConfig:
+            parts[name] = _build_model(values, source, saved)
+        else:
+            parts[name] = _build(section_cls, name, values, source)
+    return Config(**parts)
+
+
+def _table(values: Any, name: str, source: str) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table of key = value")
+    return values
+
+
+def _build_model(values: dict[str, Any], source: str, saved: bool) -> ModelConfig:
+    """[model], [model.beyond] and [model.<kind>] into one ModelConfig."""
+    values = move_flat_keys(values, source, saved=saved)
+    kind = _kind_of(values, source)
+    shared = typing.get_type_hints(ModelConfig)
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "beyond":
+            beyond = _table(value, "model.beyond", source)
+            kwargs[key] = _build(BeyondConfig, "model.beyond", beyond, source)
+        elif key in kind_names() or _is_alias_of(key, kind):
+            if canonical_kind(key, strict=False) != kind:
+                raise ConfigError(
+                    f"{source}: [model.{key}] holds the keys of model.kind = {key!r}, but "
+                    f"model.kind is {kind!r}"
+                )
+            section = _table(value, f"model.{kind}", source)
+            kwargs["kind_section"] = _build(section_of_kind(kind), f"model.{kind}", section, source)
+        elif key in shared and key not in ("beyond", "kind_section"):
+            kwargs[key] = check_value(value, shared[key], f"model.{key}", source)
+        else:
+            raise ConfigError(f"{source}: unknown key model.{key}")
+    try:
+        return ModelConfig(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _kind_of(values: dict[str, Any], source: str) -> str:
+    name = values.get("kind", DEFAULT_KIND)
+    if not isinstance(name, str):
+        raise ConfigError(f"{source}: model.kind = {name!r} is not a valid str")
+    try:
+        return canonical_kind(name)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _is_alias_of(key: str, kind: str) -> bool:
+    return key != kind and canonical_kind(key, strict=False) == kind
+
+
+def _override_target(raw: dict[str, Any], keys: list[str], item: str) -> tuple[dict[str, Any], Any]:
+    """The table of ``raw`` that ``--set`` writes into and the type of the key it sets."""
+    section, *middle, name = keys
+    if section not in SECTIONS:
+        raise ConfigError(
+            f"--set {item!r}: unknown section {section!r}; expected {', '.join(SECTIONS)}"
+        )
+    table, cls = raw[section], SECTIONS[section]
+    if section == "model" and middle:
+        sub = middle[0]
+        kind = canonical_kind(str(table.get("kind", DEFAULT_KIND)), strict=False)
+        if len(middle) > 1 or not (sub == "beyond" or canonical_kind(sub, strict=False) == kind):
+            raise ConfigError(
+                f"--set {item!r}: unknown key {'.'.join(keys[:-1])}; the model's sections are "
+                f"model.beyond and model.{kind}"
+            )
+        cls = BeyondConfig if sub == "beyond" else section_of_kind(kind)
+        table = table.setdefault("beyond" if sub == "beyond" else kind, {})
+    elif middle:
+        raise ConfigError(f"--set {item!r}: unknown key {'.'.join(keys)}")
+    hints = typing.get_type_hints(cls)
+    if name not in hints or name in ("beyond", "kind_section"):
+        moved = hint(name) if section == "model" and not middle else None
+        raise ConfigError(f"--set {item!r}: " + (moved or f"unknown key {'.'.join(keys)}"))
+    return table, hints[name]
+
+
+def _flat(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as dotted keys: {"model": {"beyond": {"sid_dim": 16}}} gives
+    model.beyond.sid_dim."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
@@ -139,74 +237,8 @@ def _build(section_cls: type, section: str, values: dict[str, Any], source: str)
     for key, value in values.items():
         if key not in hints:
             raise ConfigError(f"{source}: unknown key {section}.{key}")
-        kwargs[key] = _check_value(value, hints[key], f"{section}.{key}", source)
+        kwargs[key] = check_value(value, hints[key], f"{section}.{key}", source)
     try:
         return section_cls(**kwargs)
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-
-
-def _check_value(value: Any, hint: Any, key: str, source: str) -> Any:
-    origin = get_origin(hint)
-    bad = ConfigError(f"{source}: {key} = {value!r} is not a valid {_describe(hint)}")
-    if origin is Literal:
-        if value not in get_args(hint):
-            raise bad
-        return value
-    if origin is tuple:
-        item_type = get_args(hint)[0]
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        return tuple(_check_value(v, item_type, key, source) for v in value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if origin in (Union, types.UnionType):
-        raise ConfigError(f"{key}: union types are not supported in configs")
-    raise ConfigError(f"{key}: unsupported config type {hint!r}")
-
-
-def _parse_text(text: str, hint: Any, key: str) -> Any:
-    """Parse a command-line string into a value of ``hint``'s type."""
-    origin = get_origin(hint)
-    try:
-        if origin is tuple:
-            body = text.strip("[]() ")
-            parts = [p.strip().strip("'\"") for p in body.split(",") if p.strip()]
-            return [_parse_text(p, get_args(hint)[0], key) for p in parts]
-        if hint is bool:
-            lowered = text.lower()
-            if lowered in ("true", "1", "yes", "on"):
-                return True
-            if lowered in ("false", "0", "no", "off"):
-                return False
-            raise ValueError(text)
-        if hint is int:
-            return int(text)
-        if hint is float:
-            return float(text)
-    except ValueError:
-        raise ConfigError(f"--set {key}={text}: not a valid {_describe(hint)}") from None
-    return text.strip("'\"")
-
-
-def _describe(hint: Any) -> str:
-    origin = get_origin(hint)
-    if origin is Literal:
-        return "choice of " + " | ".join(repr(a) for a in get_args(hint))
-    if origin is tuple:
-        return f"list of {_describe(get_args(hint)[0])}"
-    return getattr(hint, "__name__", str(hint))

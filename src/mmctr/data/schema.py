@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mmctr.config.dims import DataDims
 from mmctr.errors import CheckpointError
 
 
@@ -21,6 +22,17 @@ class DataSchema:
     context_vocab_sizes: tuple[int, ...]
     seq_col: str = "item_seq"
     item_col: str = "item_id"
+
+    @property
+    def dims(self) -> DataDims:
+        """The sizes a model is built from."""
+        return DataDims(
+            num_items=self.num_items,
+            num_tags=self.num_tags,
+            tags_per_item=self.tags_per_item,
+            emb_dim=self.emb_dim,
+            context_vocab_sizes=self.context_vocab_sizes,
+        )
 
     @property
     def fingerprint(self) -> str:

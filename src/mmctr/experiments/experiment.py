@@ -2,6 +2,7 @@
 
 OUT/
     plan.json        what runs: kind, swept key, jobs, variant descriptions
+    held_out_items.json  with --held-out-items only: the setting and the ids (cold.py)
     experiment.log   every progress line, timestamped (appended across invocations)
     runs/<job>/      one run directory per job (runner.py)
     results.csv      one row per run, rewritten after each run
@@ -17,11 +18,13 @@ from pathlib import Path
 
 from mmctr.atomic import write_json
 from mmctr.errors import ConfigError
+from mmctr.experiments import cold
 from mmctr.experiments.plan import Plan
 from mmctr.experiments.plots import bar_chart, line_plot
 from mmctr.experiments.report import Summary, results_markdown, write_tables
 from mmctr.experiments.rows import RunRow
 from mmctr.experiments.runner import (
+    ExperimentData,
     Log,
     Progress,
     check_runs,
@@ -70,46 +73,80 @@ def write_plan(plan: Plan, out: Path) -> None:
 
 
 def run_experiment(
-    plan: Plan, data_dir: str | Path, out: str | Path, *, log: Log = print, jobs: int = 1
+    plan: Plan,
+    data_dir: str | Path,
+    out: str | Path,
+    *,
+    log: Log = print,
+    jobs: int = 1,
+    held_out: cold.HeldOutItems | None = None,
 ) -> ExperimentResult:
-    """Run ``plan`` on the data in ``data_dir`` into ``out``, ``jobs`` runs at a time."""
+    """Run ``plan`` on the data in ``data_dir`` into ``out``, ``jobs`` runs at a time;
+    ``held_out``: items held out of training in every run (cold.py)."""
     if jobs < 1:  # before the data is read
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     out = Path(out)
     with run_lock(out):  # one experiment process per folder; each run is locked as well
-        return _run_locked(plan, data_dir, out, log, jobs)
+        cold.check_saved(out, held_out)  # before the data is read; the ids once it is
+        return _run_locked(plan, data_dir, out, log, jobs, held_out)
 
 
-def report(plan: Plan, out: str | Path) -> str:
+def report(plan: Plan, out: str | Path, held_out: cold.HeldOutItems | None = None) -> str:
     """results.md's text for the runs of ``plan`` finished so far in ``out``, and a line on the
     rest; trains nothing and writes nothing, so it can watch an experiment that is running."""
     out = Path(out)
     if not (out / "runs").is_dir():
         raise ConfigError(f"{out}: no runs folder; is this an experiment folder?")
     check_runs(plan, out, None)
+    cold.check_saved(out, held_out)
     rows = finished_rows(plan, out)
-    text = results_markdown(plan, rows)[1]
+    text = results_markdown(plan, rows, _held_note(out))[1]
     missing = [j.name for j in plan.jobs if j.name not in {r.run for r in rows}]
     if missing:
         text += f"\nNot finished yet ({len(missing)} of {len(plan.jobs)}): {', '.join(missing)}\n"
     return text
 
 
+def _held_note(out: Path) -> str | None:
+    saved = cold.read_saved(out)
+    return None if saved is None else cold.note(saved)
+
+
+def _hold_out(exp: ExperimentData, held_out: cold.HeldOutItems, out: Path, log: Log) -> None:
+    """Check the held-out ids against OUT's, save them and say so."""
+    assert exp.new_items is not None
+    cold.check_saved(out, held_out, exp.new_items)
+    saved = cold.record(held_out, exp.new_items, exp.data.schema.num_items)
+    cold.save(out, saved)
+    log(
+        f"held out of training: {saved['count']:,} of {saved['num_items']:,} items "
+        f"({held_out.flags}): their train and valid rows dropped, their id row zero"
+    )
+
+
 def _run_locked(
-    plan: Plan, data_dir: str | Path, out: Path, log: Log, jobs: int
+    plan: Plan,
+    data_dir: str | Path,
+    out: Path,
+    log: Log,
+    jobs: int,
+    held_out: cold.HeldOutItems | None,
 ) -> ExperimentResult:
     t0 = time.perf_counter()
-    exp = load_experiment_data(plan, data_dir)
+    exp = load_experiment_data(plan, data_dir, held_out)
     test_note = "with test labels" if exp.test is not None else "test split without labels"
     log(
         f"{plan.kind}: {len(plan.jobs)} runs of {len(plan.descriptions)} variants on {data_dir} "
         f"({len(exp.data['train']):,} train rows, {test_note}); writing to {out}"
     )
     check_runs(plan, out, exp.data.schema.fingerprint)
+    if held_out is not None:
+        _hold_out(exp, held_out, out, log)
+    note = _held_note(out)
     jobs = max(1, min(jobs, len(unfinished_jobs(plan, out))))  # runs read back need no worker
     write_plan(plan, out)
     progress = Progress(
-        plan, out, log, jobs=jobs, after_each=lambda rs: write_tables(plan, rs, out)
+        plan, out, log, jobs=jobs, after_each=lambda rs: write_tables(plan, rs, out, note)
     )
     if jobs > 1:
         # the workers read their own copies: this process read the data only to check it
@@ -117,11 +154,11 @@ def _run_locked(
         release_freed_memory()
         from mmctr.experiments.parallel import run_parallel  # spawns processes: only when asked
 
-        run_parallel(plan, data_dir, out, progress)
+        run_parallel(plan, data_dir, out, progress, held_out)
     else:
         run_serial(plan, exp, out, progress)
     rows = progress.rows()
-    summaries = write_tables(plan, rows, out)
+    summaries = write_tables(plan, rows, out, note)
     figure = None
     if any(r.done for r in rows):
         if plan.kind == "ablation":

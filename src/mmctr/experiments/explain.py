@@ -1,9 +1,9 @@
 """What a trained model looks at: attention over each sample's history, as arrays and figures.
 
-Seed model: every encoder layer's softmax(QK^T / sqrt(d)) per head (model/attention_maps.py),
-optionally next to the same weights run under the other mask setting. DIN: the weight its
-attention unit gives each history item. Written to OUT/attention.npz, OUT/explain.json and one
-OUT/row-<index>.png per sample.
+Target-aware Transformer: every encoder layer's softmax(QK^T / sqrt(d)) per head
+(model/attention_maps.py), optionally next to the same weights under the other mask setting.
+DIN: the weight its attention unit gives each history item. Written to OUT/attention.npz,
+OUT/explain.json and one OUT/row-<index>.png per sample.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from mmctr.api import load_run
+from mmctr.api import Scorer, load_run
 from mmctr.atomic import atomic_path, write_json
+from mmctr.config import Config
 from mmctr.config.model import MaskMode
 from mmctr.data import Batch, DataSchema, ItemTable, make_batch
 from mmctr.errors import ConfigError
-from mmctr.model import DIN, CTRModel, SeedCTR, build_model
-from mmctr.model.attention_maps import capture_attention, din_weights, full_window
+from mmctr.model import DIN, CTRModel, TargetTransformerCTR
+from mmctr.model.attention_maps import capture_attention, din_weights
 from mmctr.model.sequence import key_masks
-from mmctr.training import checkpoint as ckpt
+from mmctr.training import run as runs
 
 ARRAYS = {
     "rows": "(N,) row index in the split",
@@ -50,14 +51,14 @@ def received_attention(attention: torch.Tensor, keep: torch.Tensor) -> torch.Ten
     return (per_query * w).sum(2) / w.sum(2).clamp(min=1.0)
 
 
-def _seed_maps(
-    model: SeedCTR, history: torch.Tensor, target: torch.Tensor, context: torch.Tensor
+def _transformer_maps(
+    model: TargetTransformerCTR, history: torch.Tensor, target: torch.Tensor, context: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     with torch.inference_mode(), capture_attention(model) as recorder:
         probs = torch.sigmoid(model(history, target, context))
         window = model.window(history)  # the positions the maps are over
     attention = recorder.stacked()
-    _, keep = key_masks(window.ne(0), model.cfg.mask)
+    _, keep = key_masks(window.ne(0), model.params.mask)
     return {
         "probs": probs,
         "attention": attention,
@@ -74,32 +75,34 @@ def _din_arrays(model: DIN, batch: Batch, arrays: dict[str, np.ndarray]) -> Pane
         probs = torch.sigmoid(model(batch.history, batch.target, batch.context))
         weights = din_weights(model, batch.history, batch.target)
     arrays.update(probs=probs.numpy(), weights=weights.numpy())
-    with full_window(model):
+    with model.full_window():
         arrays["history"] = model.window(batch.history).numpy()
     return [("DIN attention-unit weight", "probs", arrays["weights"][:, None, :])]
 
 
-def _other_mask_twin(model: SeedCTR, schema: DataSchema) -> SeedCTR:
+def _other_mask_twin(model: TargetTransformerCTR, config: Config, schema: DataSchema) -> Any:
     """The same weights under the other mask setting."""
-    other: MaskMode = "released" if model.cfg.mask == "correct" else "correct"
-    twin = build_model(replace(model.cfg, mask=other), ckpt.dims_of(schema))
-    assert isinstance(twin, SeedCTR)
+    other: MaskMode = "released" if model.params.mask == "correct" else "correct"
+    twin_config = replace(config, model=config.model.replace_section(mask=other))
+    twin = runs.new_model(twin_config, schema)
+    assert isinstance(twin, TargetTransformerCTR)
     twin.load_state_dict(model.state_dict())
-    # the model's item table as loaded, new items (and their zero id rows) included
-    twin.items.load_item_features(model.items.item_tags, model.items.item_emb)
-    twin.items.id_rows.copy_(model.items.id_rows)
+    twin.items.take_table(model.items)  # new items (and their zero id rows) included
     return twin.eval()
 
 
-def _seed_arrays(
-    model: SeedCTR, twin: SeedCTR | None, batch: Batch, arrays: dict[str, np.ndarray]
+def _transformer_arrays(
+    model: TargetTransformerCTR,
+    twin: TargetTransformerCTR | None,
+    batch: Batch,
+    arrays: dict[str, np.ndarray],
 ) -> Panels:
-    maps = _seed_maps(model, batch.history, batch.target, batch.context)
+    maps = _transformer_maps(model, batch.history, batch.target, batch.context)
     arrays.update({k: v.numpy() for k, v in maps.items()})
-    panels = [(f"mask = {model.cfg.mask}", "probs", arrays["received"])]
+    panels = [(f"mask = {model.params.mask}", "probs", arrays["received"])]
     if twin is not None:
-        other = twin.cfg.mask
-        maps = _seed_maps(twin, batch.history, batch.target, batch.context)
+        other = twin.params.mask
+        maps = _transformer_maps(twin, batch.history, batch.target, batch.context)
         for key in ("probs", "attention", "received"):
             arrays[f"{key}_{other}"] = maps[key].numpy()
         title = f"mask = {other} (same weights)"
@@ -135,7 +138,7 @@ def explain(
         "target": table.target[index],
         "labels": table.labels[index] if table.labels is not None else np.full(len(index), np.nan),
     }
-    panels = _panels(model, batch, arrays, scorer.schema, items, compare_mask, run_dir)
+    panels = _panels(scorer, batch, arrays, compare_mask, run_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "attention.npz") as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **cast(dict[str, Any], arrays))
@@ -147,7 +150,7 @@ def explain(
         "run": str(run_dir),
         "split": split,
         "model": cfg.model.kind,
-        "mask": cfg.model.mask,
+        "mask": model.mask,
         "compare_mask": compare_mask,
         "arrays": {k: v for k, v in ARRAYS.items() if k in arrays},
         "rows": described,
@@ -157,24 +160,26 @@ def explain(
 
 
 def _panels(
-    model: CTRModel,
+    scorer: Scorer,
     batch: Batch,
     arrays: dict[str, np.ndarray],
-    schema: DataSchema,
-    items: ItemTable,
     compare_mask: bool,
     run_dir: str | Path,
 ) -> Panels:
     """Fill ``arrays`` with the model's attention and return the panels to draw per row."""
+    model: CTRModel = scorer.model
     if isinstance(model, DIN):
         if compare_mask:
-            raise ConfigError("--compare-mask applies to the seed model; DIN has no mask setting")
+            raise ConfigError(
+                "--compare-mask applies to the target-aware Transformer; DIN has no mask setting"
+            )
         return _din_arrays(model, batch, arrays)
-    if isinstance(model, SeedCTR) and model.sequence is not None:
-        twin = _other_mask_twin(model, schema) if compare_mask else None
-        return _seed_arrays(model, twin, batch, arrays)
+    if isinstance(model, TargetTransformerCTR) and model.sequence is not None:
+        twin = _other_mask_twin(model, scorer.config, scorer.schema) if compare_mask else None
+        return _transformer_arrays(model, twin, batch, arrays)
     raise ConfigError(
-        f"{run_dir}: the model has no attention over the history (model.use_sequence = false)"
+        f"{run_dir}: the model has no attention over the history it could show "
+        "(a target_transformer with use_sequence = false, or another kind)"
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from mmctr.errors import MmctrError
+from mmctr.experiments.cold import HeldOutItems
 from mmctr.experiments.plan import Plan
 from mmctr.experiments.runner import Progress, action_of, load_experiment_data, run_job
 from mmctr.runtime import keep_freed_memory
@@ -46,8 +47,15 @@ def threads_per_job(jobs: int) -> int:
     return max(1, available_cpus() // jobs)
 
 
-def run_parallel(plan: Plan, data_dir: str | Path, out: Path, progress: Progress) -> None:
-    """Run every job of ``plan`` on ``progress.jobs`` worker processes; rows go to progress."""
+def run_parallel(
+    plan: Plan,
+    data_dir: str | Path,
+    out: Path,
+    progress: Progress,
+    held_out: HeldOutItems | None = None,
+) -> None:
+    """Run every job of ``plan`` on ``progress.jobs`` worker processes; rows go to progress.
+    ``held_out``: the items each worker holds out of its data (cold.py)."""
     ctx = mp.get_context("spawn")
     messages = ctx.Queue()
     threads = threads_per_job(progress.jobs)
@@ -59,7 +67,7 @@ def run_parallel(plan: Plan, data_dir: str | Path, out: Path, progress: Progress
         progress.jobs,
         mp_context=ctx,
         initializer=_start_worker,
-        initargs=(plan, str(data_dir), str(out), messages, threads),
+        initargs=(plan, str(data_dir), str(out), messages, threads, held_out),
     )
     try:
         futures = [pool.submit(_run_one, i) for i in range(len(plan.jobs))]
@@ -108,12 +116,18 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         process.join(timeout=10)
 
 
-def _start_worker(plan: Plan, data_dir: str, out: str, messages: Any, threads: int) -> None:
+def _start_worker(
+    plan: Plan,
+    data_dir: str,
+    out: str,
+    messages: Any,
+    threads: int,
+    held_out: HeldOutItems | None,
+) -> None:
     keep_freed_memory()
     torch.set_num_threads(threads)
-    _worker.update(
-        plan=plan, exp=load_experiment_data(plan, data_dir), out=Path(out), messages=messages
-    )
+    exp = load_experiment_data(plan, data_dir, held_out)
+    _worker.update(plan=plan, exp=exp, out=Path(out), messages=messages)
 
 
 def _run_one(i: int) -> None:

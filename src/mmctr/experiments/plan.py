@@ -1,6 +1,7 @@
 """What an experiment runs: its variants, their configs and the seeds, decided before anything runs.
 
-An ablation compares fixed variants of the seed model (paper Table 2) and the DIN baseline; a
+An ablation compares fixed variants of the target-aware Transformer (paper Table 2) and the
+DIN baseline; a
 sweep varies one config key (paper Fig. 2). Every variant runs once per seed, the k-th seed being
 ``train.seed + k``, on the same data; all problems with the plan are raised here, up front.
 """
@@ -27,21 +28,22 @@ class Variant:
 
 
 ABLATION: tuple[Variant, ...] = (
-    Variant("full", "the seed model as configured"),
+    Variant("full", "the target-aware Transformer as configured"),
     Variant(
         "no-transformer",
-        "without the Transformer: no history at all (model.use_sequence=false)",
-        ("model.use_sequence=false",),
+        "without the Transformer: no history at all (model.target_transformer.use_sequence=false)",
+        ("model.target_transformer.use_sequence=false",),
     ),
     Variant(
         "no-transformer-no-mm",
         "without the Transformer and the multimodal embedding (Table 2's ID-only row)",
-        ("model.use_sequence=false", "model.use_multimodal=false"),
+        ("model.target_transformer.use_sequence=false", "model.use_multimodal=false"),
     ),
     Variant(
         "no-dcn",
-        "without the DCNv2 cross network; the deep MLP stays (model.use_cross=false)",
-        ("model.use_cross=false",),
+        "without the DCNv2 cross network; the deep MLP stays "
+        "(model.target_transformer.use_cross=false)",
+        ("model.target_transformer.use_cross=false",),
     ),
     Variant(
         "no-multimodal",
@@ -50,8 +52,9 @@ ABLATION: tuple[Variant, ...] = (
     ),
     Variant(
         "no-target-concat",
-        "history items enter the Transformer without the target (model.target_concat=false)",
-        ("model.target_concat=false",),
+        "history items enter the Transformer without the target "
+        "(model.target_transformer.target_concat=false)",
+        ("model.target_transformer.target_concat=false",),
     ),
     Variant(
         "raw-mm",
@@ -60,8 +63,8 @@ ABLATION: tuple[Variant, ...] = (
     ),
     Variant(
         "released-mask",
-        "the release's inverted padding mask (model.mask=released)",
-        ("model.mask=released",),
+        "the release's inverted padding mask (model.target_transformer.mask=released)",
+        ("model.target_transformer.mask=released",),
     ),
     Variant(
         "din", "DIN baseline with the multimodal embedding", ("model.use_multimodal=true",), True
@@ -70,37 +73,38 @@ ABLATION: tuple[Variant, ...] = (
         "din-no-mm", "DIN baseline, item id and tags only", ("model.use_multimodal=false",), True
     ),
 )
-# issue 17's switches (docs/beyond.md): named with --variants, not run by default
+# the switches beyond the paper (docs/beyond.md): named with --variants, not run by default
 BEYOND: tuple[Variant, ...] = (
     Variant(
         "semantic-ids",
-        "residual k-means codes of the frozen embedding, embedded (model.semantic_ids=true)",
-        ("model.semantic_ids=true",),
+        "residual k-means codes of the frozen embedding, embedded (model.beyond.semantic_ids=true)",
+        ("model.beyond.semantic_ids=true",),
     ),
     Variant(
         "mm-id-init",
-        "id table initialised from the frozen embedding's principal components (model.id_init=mm)",
-        ("model.id_init=mm",),
+        "id table initialised from the frozen embedding's principal components "
+        "(model.beyond.id_init=mm)",
+        ("model.beyond.id_init=mm",),
     ),
     Variant(
         "similarity",
         "target-history cosine of the frozen embeddings added to each token "
-        "(model.similarity_input=true)",
-        ("model.similarity_input=true",),
+        "(model.target_transformer.similarity_input=true)",
+        ("model.target_transformer.similarity_input=true",),
     ),
     Variant(
         "positions",
-        "learned embeddings of history positions (model.positions=true)",
-        ("model.positions=true",),
+        "learned embeddings of history positions (model.target_transformer.positions=true)",
+        ("model.target_transformer.positions=true",),
     ),
     Variant(
         "beyond-all",
         "all four switches above together",
         (
-            "model.semantic_ids=true",
-            "model.id_init=mm",
-            "model.similarity_input=true",
-            "model.positions=true",
+            "model.beyond.semantic_ids=true",
+            "model.beyond.id_init=mm",
+            "model.target_transformer.similarity_input=true",
+            "model.target_transformer.positions=true",
         ),
     ),
 )
@@ -176,8 +180,11 @@ def ablation_plan(
         )
     if len(set(names)) != len(names):
         raise ConfigError(f"--variants lists a variant twice: {','.join(names)}")
-    if config.model.kind != "seed":
-        raise ConfigError("--config must describe the seed model (model.kind = 'seed')")
+    if config.model.kind != "target_transformer":
+        raise ConfigError(
+            "--config must describe the target-aware Transformer "
+            "(model.kind = 'target_transformer')"
+        )
     chosen = [VARIANTS[n] for n in names]
     if any(v.din for v in chosen):
         if din_config is None:
@@ -202,8 +209,9 @@ def sweep_plan(
 ) -> Plan:
     """One variant ``key=value`` per value of ``param`` (``section.key``) x ``seeds`` seeds.
 
-    A value the config cannot take (e.g. model.first_k above model.max_len) is an error here,
-    before anything runs: change the config with --set instead of having values silently moved.
+    A value the config cannot take (e.g. model.target_transformer.first_k above model.max_len)
+    is an error here, before anything runs: change the config with --set instead of having
+    values silently moved.
     """
     _check_seeds(seeds)
     if not values:

@@ -74,8 +74,14 @@ def _cell(s: Summary, key: str, digits: int) -> str:
     return f"{s.mean[key]:.{digits}f} ± {s.std[key]:.{digits}f}"
 
 
-def markdown(plan: Plan, summaries: list[Summary], bucket_rows: str | None = None) -> str:
-    """A table of mean ± std over seeds per variant, in ``summaries``' order, and a legend."""
+def markdown(
+    plan: Plan,
+    summaries: list[Summary],
+    bucket_rows: str | None = None,
+    held_note: str | None = None,
+) -> str:
+    """A table of mean ± std over seeds per variant, in ``summaries``' order, and a legend;
+    ``held_note``: the line on the items held out of training, if any (cold.py)."""
     has_test = any("test_auc" in s.mean for s in summaries)
     columns = [("valid AUC", "valid_auc", 4), ("valid logloss", "valid_logloss", 4)]
     columns.append(("valid gAUC", "valid_gauc", 4))
@@ -95,6 +101,8 @@ def markdown(plan: Plan, summaries: list[Summary], bucket_rows: str | None = Non
         "| " + " | ".join(head) + " |",
         "|" + "|".join([" --- "] + [" ---: "] * (len(head) - 1)) + "|",
     ]
+    if held_note:
+        lines[4:4] = [held_note, ""]
     for s in summaries:
         runs = f"{s.runs}" + (f" ({s.failed} failed)" if s.failed else "")
         params = f"{round(s.mean['parameters']):,}" if "parameters" in s.mean else "—"
@@ -132,16 +140,20 @@ def _cold_start_table(summaries: list[Summary], bucket_rows: str | None) -> list
     return lines
 
 
-def write_tables(plan: Plan, rows: list[RunRow], out_dir: Path) -> list[Summary]:
+def write_tables(
+    plan: Plan, rows: list[RunRow], out_dir: Path, held_note: str | None = None
+) -> list[Summary]:
     """Write results.csv and results.md into ``out_dir``; returns the summaries."""
-    summaries, text = results_markdown(plan, rows)
+    summaries, text = results_markdown(plan, rows, held_note)
     write_text(out_dir / "results.csv", csv_text(rows))
     write_text(out_dir / "results.md", text)
     return summaries
 
 
-def results_markdown(plan: Plan, rows: list[RunRow]) -> tuple[list[Summary], str]:
+def results_markdown(
+    plan: Plan, rows: list[RunRow], held_note: str | None = None
+) -> tuple[list[Summary], str]:
     """The summaries of ``rows`` and results.md's text."""
     summaries = summarise(plan, rows)
     bucket_rows = next((r.test_bucket_rows for r in rows if r.test_bucket_rows), None)
-    return summaries, markdown(plan, summaries, bucket_rows)
+    return summaries, markdown(plan, summaries, bucket_rows, held_note)

@@ -16,22 +16,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 
 from mmctr.api import load_run
 from mmctr.atomic import write_json, write_text
-from mmctr.config import Config
 from mmctr.data import Dataset, Split, load_dataset
 from mmctr.errors import ConfigError, DataError
+from mmctr.experiments import cold
 from mmctr.experiments.plan import Job, Plan
 from mmctr.experiments.rows import BUCKET_COLUMNS, METRICS, RunRow
-from mmctr.model import CTRModel, build_model, parameter_counts
+from mmctr.model import CTRModel, parameter_counts
 from mmctr.training import checkpoint as ckpt
-from mmctr.training import inference, loop
+from mmctr.training import inference
+from mmctr.training import run as runs
 from mmctr.training.metrics import split_report
+from mmctr.training.summary import RunSummary
 
 Log = Callable[[str], None]
 
@@ -43,6 +43,7 @@ class ExperimentData:
     data: Dataset  # train and valid, with labels
     test: Split | None  # the test split when it has labels, else None
     data_dir: Path  # where they were read from
+    new_items: np.ndarray | None = None  # held-out item ids (cold.py): out of train, marked new
 
     @cached_property
     def train_counts(self) -> np.ndarray:
@@ -51,8 +52,11 @@ class ExperimentData:
         return np.bincount(self.data["train"].target, minlength=self.data.schema.num_items)
 
 
-def load_experiment_data(plan: Plan, data_dir: str | Path) -> ExperimentData:
-    """Read the data once for every job; test only if its file exists."""
+def load_experiment_data(
+    plan: Plan, data_dir: str | Path, held_out: cold.HeldOutItems | None = None
+) -> ExperimentData:
+    """Read the data once for every job; test only if its file exists. ``held_out``: hold
+    those items out of the train and valid splits (cold.py)."""
     data_configs = {job.config.data for job in plan.jobs}
     if len(data_configs) != 1:
         raise ConfigError("the runs of an experiment must share one [data] section")
@@ -68,7 +72,10 @@ def load_experiment_data(plan: Plan, data_dir: str | Path) -> ExperimentData:
             )
     test = data["test"] if "test" in splits else None
     labelled_test = test if test is not None and test.labels is not None else None
-    return ExperimentData(data, labelled_test, Path(data_dir))
+    if held_out is None:
+        return ExperimentData(data, labelled_test, Path(data_dir))
+    held = held_out.choose(data.schema.num_items)
+    return ExperimentData(cold.hold_out(data, held), labelled_test, Path(data_dir), held)
 
 
 def check_runs(plan: Plan, out: Path, fingerprint: str | None) -> None:
@@ -76,17 +83,12 @@ def check_runs(plan: Plan, out: Path, fingerprint: str | None) -> None:
     (``fingerprint`` None: the config only)."""
     for job in plan.jobs:
         run = ckpt.RunDir(out / "runs" / job.name)
-        if run.config.exists():
-            saved = Config.from_dict(json.loads(run.config.read_text()), source=str(run.config))
-            if saved != job.config:
-                diffs = saved.diff(job.config)[:4]
-                raise ConfigError(
-                    f"{run.root} was started with another config ({'; '.join(diffs)}); "
-                    "use another --out, or delete that run to redo it"
-                )
+        runs.check_same_config(
+            run, job.config, advice="use another --out, or delete that run to redo it"
+        )
         if fingerprint is None or not run.finished():
             continue
-        if ckpt.read_summary(run).get("fingerprint") != fingerprint:
+        if ckpt.read_summary(run).fingerprint != fingerprint:
             raise ConfigError(f"{run.root} was trained on other data; use another --out")
 
 
@@ -179,22 +181,24 @@ def run_job(job: Job, exp: ExperimentData, run_dir: Path, *, log: Log) -> RunRow
 
 def _trained(
     job: Job, exp: ExperimentData, run: ckpt.RunDir, log: Log
-) -> tuple[CTRModel, dict[str, Any]]:
+) -> tuple[CTRModel, RunSummary]:
     """The job's best model and its summary: trained, resumed or (if finished) loaded."""
     data = exp.data
     if run.finished():
         scorer = load_run(run.root, exp.data_dir, items=data.items)
+        cold.mark_new(scorer.model, exp.new_items)  # a loaded model's id rows are not marked
         return scorer.model, ckpt.read_summary(run)
-    torch.manual_seed(job.config.train.seed)
-    model = build_model(job.config.model, ckpt.dims_of(data.schema))
-    loop.fit(model, data, job.config, run.root, resume=run.has_run(), progress=False, log=log)
-    return model, ckpt.read_summary(run)
+    trained = runs.train(
+        data, job.config, run.root, resume=run.has_run(), progress=False, log=log,
+        new_items=exp.new_items,
+    )  # fmt: skip
+    return trained.model, trained.summary
 
 
 def _fill_results(
-    row: RunRow, model: CTRModel, summary: dict[str, Any], exp: ExperimentData, batch_size: int
+    row: RunRow, model: CTRModel, summary: RunSummary, exp: ExperimentData, batch_size: int
 ) -> None:
-    valid = summary["best_valid"]
+    valid = summary.best_valid.to_dict()
     row.valid_auc, row.valid_logloss, row.valid_gauc = (valid[k] for k in METRICS)
     if exp.test is not None:
         test = exp.test
@@ -206,9 +210,9 @@ def _fill_results(
         for b in buckets:
             setattr(row, BUCKET_COLUMNS[str(b["bucket"])], _number(b["auc"]))
         row.test_bucket_rows = "/".join(str(b["rows"]) for b in buckets)
-    row.best_epoch, row.epochs = summary["best_epoch"], summary["epochs_run"]
-    row.stopped_early = summary.get("stopped_early")
-    row.train_seconds = round(summary["train_seconds"], 2)
+    row.best_epoch, row.epochs = summary.best_epoch, summary.epochs_run
+    row.stopped_early = summary.stopped_early
+    row.train_seconds = round(summary.train_seconds, 2)
     row.parameters = parameter_counts(model)["total"]
 
 

@@ -2,16 +2,17 @@
 
 A trained model reads a window of each history whose width can depend on the batch (trimming
 all-padding columns) and packs real tokens into buckets (token packing): exact speed paths,
-but with data-dependent shapes that an exported graph cannot hold. The graph here switches
-both off, so that every batch has the same layout: ``(B, W)`` history ids where W is the
-width of the model's window over ``max_len`` positions (``max_len``, or ``first_k`` if that is
-larger). Both paths are exact, so the scores do not change.
+but with data-dependent shapes that an exported graph cannot hold. The graph here runs the
+model at its full window (``CTRModel.full_window``), so that every batch has the same layout:
+``(B, W)`` history ids where W is the width of the model's window over ``max_len`` positions
+(``max_len``, or ``first_k`` if that is larger). Both paths are exact, so the scores do not
+change.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -75,12 +76,12 @@ class Interface:
 
 
 def fixed_layout_graph(scorer: Scorer) -> ScoringGraph:
-    """A CPU float32 copy of the scorer's model in eval mode, trimming and packing off.
+    """A CPU float32 copy of the scorer's model in eval mode, at its full window.
 
     A copy, so that the scorer keeps its fast paths; its item buffers come along.
     """
     model = copy.deepcopy(scorer.model).to(device="cpu", dtype=torch.float32).eval()
-    model.cfg = replace(model.cfg, trim_padding=False, pack_tokens=False)
+    model.set_execution(model.execution.replace(trim_padding=False, pack_tokens=False))
     for p in model.parameters():
         p.requires_grad_(False)
     return ScoringGraph(model).eval()
@@ -88,13 +89,9 @@ def fixed_layout_graph(scorer: Scorer) -> ScoringGraph:
 
 def history_width(model: CTRModel) -> int:
     """W: the width of the model's window over a full ``max_len`` history, trimming off."""
-    saved = model.cfg
-    model.cfg = replace(saved, trim_padding=False, pack_tokens=False)
-    try:
-        probe = torch.zeros(1, saved.max_len, dtype=torch.long, device="cpu")
+    with model.full_window():
+        probe = torch.zeros(1, model.cfg.max_len, dtype=torch.long, device="cpu")
         return int(model.window(probe).shape[1])
-    finally:
-        model.cfg = saved
 
 
 def interface(scorer: Scorer) -> Interface:
@@ -104,7 +101,7 @@ def interface(scorer: Scorer) -> Interface:
         context_vocab_sizes=tuple(scorer.schema.context_vocab_sizes),
         num_items=scorer.schema.num_items,
         model_kind=scorer.config.model.kind,
-        mask=scorer.config.model.mask,
+        mask=scorer.model.mask,
         schema_fingerprint=scorer.schema.fingerprint,
     )
 
@@ -114,18 +111,14 @@ def fit_history(model: CTRModel, history: np.ndarray) -> np.ndarray:
 
     The model cuts them, as ``predict`` does: its window with trimming off, so the result has
     W columns for every batch. Histories narrower than ``max_len`` are first left-padded,
-    which is exact under ``mask = "correct"`` (padding is inert there) and for DIN.
+    which is exact where padding is inert (``CTRModel.padding_inert``).
     """
     ids = torch.from_numpy(np.ascontiguousarray(history, dtype=np.int64))
     short = model.cfg.max_len - ids.shape[1]
     if short > 0:
         ids = torch.nn.functional.pad(ids, (short, 0))
-    saved = model.cfg
-    model.cfg = replace(saved, trim_padding=False, pack_tokens=False)
-    try:
+    with model.full_window():
         return model.window(ids).numpy().copy()
-    finally:
-        model.cfg = saved
 
 
 def example_inputs(iface: Interface, batch: int = 4) -> tuple[torch.Tensor, ...]:

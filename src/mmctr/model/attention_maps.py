@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -12,7 +11,7 @@ from torch import nn
 
 from mmctr.model.din import DIN
 from mmctr.model.encoder import EncoderLayer
-from mmctr.model.seed import SeedCTR
+from mmctr.model.target_transformer import TargetTransformerCTR
 
 
 class AttentionRecorder:
@@ -32,39 +31,27 @@ class AttentionRecorder:
 
 
 @contextlib.contextmanager
-def capture_attention(model: SeedCTR) -> Iterator[AttentionRecorder]:
+def capture_attention(model: TargetTransformerCTR) -> Iterator[AttentionRecorder]:
     """Record each encoder layer's softmax(QK^T / sqrt(d)) while the block runs.
 
     Forward pre-hooks recompute the probabilities from each layer's input with the layer's own
     mask, so the model's outputs are untouched. Inside the block every row runs at the full
-    window (``max_len`` positions, at least ``first_k``): trimming and token packing, which are
-    exact, are switched off so that each layer sees the padded (B, L) layout the maps describe.
+    window (``model.full_window``: ``max_len`` positions, at least ``first_k``), so that each
+    layer sees the padded (B, L) layout the maps describe.
     """
     if model.sequence is None:
-        raise ValueError("the model has no sequence module (model.use_sequence = false)")
+        raise ValueError("the model has no sequence module (use_sequence = false)")
     recorder = AttentionRecorder(len(model.sequence.layers))
     handles = [
         layer.register_forward_pre_hook(lambda module, args, i=i: recorder.record(i, module, args))
         for i, layer in enumerate(model.sequence.layers)
     ]
     try:
-        with full_window(model):
+        with model.full_window():
             yield recorder
     finally:
         for handle in handles:
             handle.remove()
-
-
-@contextlib.contextmanager
-def full_window(model: SeedCTR | DIN) -> Iterator[None]:
-    """Switch off trimming and token packing (both exact) for the block, so that the model's
-    ``window`` and every layer see the padded (B, L) layout that attention maps describe."""
-    saved = model.cfg
-    model.cfg = replace(saved, trim_padding=False, pack_tokens=False)
-    try:
-        yield
-    finally:
-        model.cfg = saved
 
 
 @torch.no_grad()
@@ -73,6 +60,6 @@ def din_weights(model: DIN, history: torch.Tensor, target: torch.Tensor) -> torc
 
     Shape: history (B, L) ids, target (B,) ids -> (B, min(L, max_len)).
     """
-    with full_window(model):
+    with model.full_window():
         window = model.window(history)
     return model.attention.weights(model.items(window), model.items(target), window.ne(0))

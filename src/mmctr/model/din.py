@@ -3,21 +3,47 @@
 item vectors -> attention unit MLP([h, t, h - t, h * t]) -> one weight per history item
 interest = sum_i w_i h_i;  [context, target, interest] -> MLP with batch norm -> logit
 
-As in the DIN paper and the baseline the weights are not softmax-normalised (``din_softmax``
+As in the DIN paper and the baseline the weights are not softmax-normalised (``softmax``
 turns that on), so the pooled interest keeps a sense of how much of the history matches. The
 attention unit uses ReLU like the baseline's config rather than the paper's Dice.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from mmctr.config.checks import check_fields
+from mmctr.config.dims import DataDims
 from mmctr.config.model import ModelConfig
-from mmctr.model.base import CTRModel, DataDims
-from mmctr.model.layers import MLP
-from mmctr.model.seed import reset_parameters
+from mmctr.model.base import CTRModel, Execution
+from mmctr.model.factory import register_model
+from mmctr.model.layers import MLP, linear_macs, reset_parameters
 from mmctr.model.sequence import trim_history
+
+
+@dataclass(frozen=True)
+class DINConfig:
+    """``[model.din]``: the attention unit and the MLP on the pooled interest."""
+
+    attention_mlp: tuple[int, ...] = (512, 256)  # attention unit MLP on [h, t, h - t, h * t]
+    attention_dropout: float = 0.1
+    softmax: bool = False  # False as in the DIN paper and the baseline: raw weights
+    mlp: tuple[int, ...] = (1024, 512, 256)  # Linear -> BatchNorm -> ReLU -> Dropout blocks
+    dropout: float = 0.1
+    batch_norm: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            "model.din",
+            at_least_one=("attention_mlp", "mlp"),
+            probabilities=("attention_dropout", "dropout"),
+        )
+        if not self.attention_mlp:
+            raise ValueError("model.din.attention_mlp needs at least one hidden size")
 
 
 class TargetAttention(nn.Module):
@@ -74,11 +100,11 @@ class TargetAttention(nn.Module):
         return pooled.index_add(0, rows, w.unsqueeze(-1) * history)  # (B, D)
 
 
+@register_model("din", DINConfig)
 class DIN(CTRModel):
-    """Returns click logits; shares ``ItemEncoder`` and ``ContextEncoder`` with the seed model.
+    """Returns click logits; shares ``ItemEncoder`` and ``ContextEncoder`` with the other kinds.
 
-    Reads ``max_len``, ``trim_padding``, ``pack_tokens``, the item and context fields and the
-    ``din_*`` fields of its config; the seed model's sequence and cross fields are ignored.
+    Reads the shared [model] keys (items, context, ``max_len``) and its own [model.din].
 
     Shape: history (B, L), target (B,), context (B, F) int ids -> (B,) logits.
     """
@@ -86,32 +112,40 @@ class DIN(CTRModel):
     def __init__(self, cfg: ModelConfig, dims: DataDims) -> None:
         super().__init__()
         self._init_inputs(cfg, dims)
+        p = cfg.section(DINConfig)
         self.attention = TargetAttention(
             dim=self.items.out_dim,
-            hidden=cfg.din_attention_mlp,
-            dropout=cfg.din_attention_dropout,
-            softmax=cfg.din_softmax,
+            hidden=p.attention_mlp,
+            dropout=p.attention_dropout,
+            softmax=p.softmax,
         )
         in_dim = self.context.out_dim + 2 * self.items.out_dim
         head: list[nn.Module] = []
-        if cfg.din_mlp:
-            mlp = MLP(
-                in_dim=in_dim,
-                hidden=cfg.din_mlp,
-                dropout=cfg.din_dropout,
-                batch_norm=cfg.din_batch_norm,
-            )
+        if p.mlp:
+            mlp = MLP(in_dim=in_dim, hidden=p.mlp, dropout=p.dropout, batch_norm=p.batch_norm)
             head.append(mlp)
             in_dim = mlp.out_dim
         head.append(nn.Linear(in_dim, 1))
         self.head = nn.Sequential(*head)
         reset_parameters(self)
+        self.set_execution(Execution(trim_padding=True, pack_tokens=True))
+
+    def check_execution(self, execution: Execution) -> None:
+        """Trimming and packing are exact (padding gets weight 0 whatever it holds); there is
+        no history work to share among a history's rows beyond the item vectors."""
+        if execution.share_histories:
+            raise ValueError("DIN has no shared-history path: its forward_groups repeats rows")
 
     def window(self, history: torch.Tensor) -> torch.Tensor:
-        """The history positions the model reads: the last max_len, less all-padding columns."""
+        """The last max_len positions, less (when trimming) the all-padding columns."""
         history = super().window(history)
-        # padding gets weight 0 whatever it holds, so dropping it is exact
-        return trim_history(history, 1) if self.cfg.trim_padding else history
+        return trim_history(history, 1) if self.execution.trim_padding else history
+
+    def macs(self, history_len: int) -> dict[str, int]:
+        return {
+            "attention": history_len * linear_macs(self.attention),
+            "head": linear_macs(self.head),
+        }
 
     def forward(
         self, history: torch.Tensor, target: torch.Tensor, context: torch.Tensor
@@ -119,7 +153,7 @@ class DIN(CTRModel):
         target_vec = self.items(target)  # (B, Di)
         history = self.window(history)
         real = history.ne(0)  # (B, L)
-        if self.cfg.pack_tokens:
+        if self.execution.pack_tokens:
             interest = self.attention.forward_packed(self.items(history[real]), target_vec, real)
         else:
             interest = self.attention(self.items(history), target_vec, real)

@@ -1,15 +1,47 @@
-"""Build the model a config asks for."""
+"""The model kinds and the one place that builds a model from its config.
+
+A kind is a ``CTRModel`` subclass built from ``(cfg, dims)`` and a frozen dataclass of its own
+``[model.<kind>]`` keys, registered with the decorator::
+
+    @register_model("my_kind", MyKindConfig)
+    class MyKind(CTRModel): ...
+
+after which configs may say ``kind = "my_kind"`` and every face (train, resume, evaluate,
+predict, export, serve) works with it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+from mmctr.config.dims import DataDims
+from mmctr.config.kinds import canonical_kind, register_kind
 from mmctr.config.model import ModelConfig
-from mmctr.model.base import CTRModel, DataDims
-from mmctr.model.din import DIN
-from mmctr.model.seed import SeedCTR
+from mmctr.model.base import CTRModel
+
+M = TypeVar("M", bound=type[CTRModel])
+_MODELS: dict[str, type[CTRModel]] = {}
+
+
+def register_model(kind: str, section: type, *, aliases: tuple[str, ...] = ()) -> Callable[[M], M]:
+    """Register a model class under ``kind`` with ``section`` as its ``[model.<kind>]``."""
+
+    def register(cls: M) -> M:
+        if not (isinstance(cls, type) and issubclass(cls, CTRModel)):
+            raise TypeError(f"register_model({kind!r}) needs a CTRModel subclass, got {cls!r}")
+        register_kind(kind, section, aliases=aliases)
+        _MODELS[kind] = cls
+        return cls
+
+    return register
+
+
+def model_class(kind: str) -> type[CTRModel]:
+    return _MODELS[canonical_kind(kind)]
 
 
 def build_model(cfg: ModelConfig, dims: DataDims) -> CTRModel:
-    """``SeedCTR`` for ``kind = "seed"``, ``DIN`` for ``kind = "din"``."""
-    if cfg.kind == "din":
-        return DIN(cfg, dims)
-    return SeedCTR(cfg, dims)
+    """The model of ``cfg.kind``, freshly initialised (seed torch's generator first for a
+    reproducible init: ``training/run.py`` does)."""
+    return model_class(cfg.kind)(cfg, dims)

@@ -7,8 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmctr.config.model import ModelConfig
-from mmctr.model.semantic import assign_codes, fit_residual_codebooks, normalised, principal_init
+from mmctr.config.dims import DataDims
+from mmctr.config.model import BeyondConfig, Projection
+from mmctr.model.semantic import assign_codes, normalised
 
 EMBEDDING_INIT_STD = 1e-4  # the release's init of every embedding table
 
@@ -20,15 +21,16 @@ class ItemEncoder(nn.Module):
     buffers filled by ``load_item_features``: it belongs to the data, not to the weights, and is
     gathered by index on the device. Padding id 0 maps to the zero vector.
 
-    A new item (one without a learned id: registered after training, or held out of it) reads
-    the id table's padding row, which is zero, and is represented by its tags and frozen
-    embedding alone (``id_rows``; ``mark_new_items``).
+    A new item (one without a learned id: registered after training with ``append_items``, or
+    held out of it with ``mark_new_items``) reads the id table's padding row, which is zero,
+    and is represented by its tags and frozen embedding alone (``id_rows``).
 
     Two switches read the frozen embedding on the id side (docs/beyond.md): semantic IDs
-    (``semantic_ids``: each level's residual k-means code embedded, ++ to the vector) and the
-    id table initialised from its principal components (``id_init = "mm"``). Both are fitted
-    the first time an item table is loaded into a fresh model and kept with its weights (the
-    ``fitted`` flag and the codebooks are in the state dict), so a trained model never refits.
+    (each level's residual k-means code embedded, ++ to the vector) and the id table started
+    at its principal components (``id_init = "mm"``). They are fitted by an explicit step
+    (``model/item_fit.py``) that hands the result to ``apply_fit``; this module only applies
+    it. The codebooks and the ``fitted`` flag are in the state dict, so a trained model never
+    refits.
 
     Shape: (...) int ids -> (..., out_dim).
     """
@@ -43,47 +45,52 @@ class ItemEncoder(nn.Module):
 
     def __init__(
         self,
-        cfg: ModelConfig,
         *,
-        num_items: int,
-        num_tags: int,
-        tags_per_item: int,
-        emb_dim: int,
+        id_dim: int,
+        tag_dim: int,
+        mm_dim: int,
+        mm_projection: Projection,
+        beyond: BeyondConfig,
+        dims: DataDims,
     ) -> None:
+        """``mm_dim`` 0: no multimodal part; ``mm_projection = "none"``: the raw vector."""
         super().__init__()
-        self.id_emb = nn.Embedding(num_items, cfg.id_dim, padding_idx=0)
-        self.tag_emb = nn.Embedding(num_tags, cfg.tag_dim, padding_idx=0)
+        n, emb_dim = dims.num_items, dims.emb_dim
+        self.id_emb = nn.Embedding(n, id_dim, padding_idx=0)
+        self.tag_emb = nn.Embedding(dims.num_tags, tag_dim, padding_idx=0)
         self.register_buffer(
-            "item_tags", torch.zeros(num_items, tags_per_item, dtype=torch.long), persistent=False
+            "item_tags", torch.zeros(n, dims.tags_per_item, dtype=torch.long), persistent=False
         )
-        self.use_multimodal = cfg.use_multimodal
-        self.register_buffer("item_emb", torch.zeros(num_items, emb_dim), persistent=False)
-        self.register_buffer("id_rows", torch.arange(num_items), persistent=False)
-        self.num_id_rows = num_items
+        self.use_multimodal = mm_dim > 0
+        self.register_buffer("item_emb", torch.zeros(n, emb_dim), persistent=False)
+        self.register_buffer("id_rows", torch.arange(n), persistent=False)
+        self.num_id_rows = n
         self.mm_proj: nn.Linear | None = None
         mm_width = 0
-        if cfg.use_multimodal:
-            if cfg.mm_projection == "linear":
-                self.mm_proj = nn.Linear(emb_dim, cfg.mm_dim, bias=False)
-                mm_width = cfg.mm_dim
-            else:
-                mm_width = emb_dim
-        self.id_init = cfg.id_init
+        if self.use_multimodal:
+            linear = mm_projection == "linear"
+            self.mm_proj = nn.Linear(emb_dim, mm_dim, bias=False) if linear else None
+            mm_width = mm_dim if linear else emb_dim
+        self.id_init = beyond.id_init
         self.sid_emb: nn.Embedding | None = None
         sid_width = 0
-        if cfg.semantic_ids:
-            L, K = cfg.sid_levels, cfg.sid_codes
-            self.sid_emb = nn.Embedding(L * K, cfg.sid_dim)
+        if beyond.semantic_ids:
+            L, K = beyond.sid_levels, beyond.sid_codes
+            self.sid_emb = nn.Embedding(L * K, beyond.sid_dim)
             self.register_buffer("sid_books", torch.zeros(L, K, emb_dim))
             self.register_buffer("sid_offsets", torch.arange(L) * K, persistent=False)
-            self.register_buffer(
-                "sid_codes", torch.zeros(num_items, L, dtype=torch.long), persistent=False
-            )
+            self.register_buffer("sid_codes", torch.zeros(n, L, dtype=torch.long), persistent=False)
             self.register_load_state_dict_post_hook(_recode_after_load)
-            sid_width = L * cfg.sid_dim
-        if cfg.semantic_ids or cfg.id_init == "mm":
+            sid_width = L * beyond.sid_dim
+        self.needs_fit = beyond.semantic_ids or beyond.id_init == "mm"
+        if self.needs_fit:
             self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
-        self.out_dim = cfg.id_dim + cfg.tag_dim + mm_width + sid_width
+        self.out_dim = id_dim + tag_dim + mm_width + sid_width
+
+    @property
+    def num_items(self) -> int:
+        """Items in the table: the trained ones and any appended since."""
+        return int(self.item_tags.shape[0])
 
     def load_item_features(self, tags: torch.Tensor, emb: torch.Tensor) -> None:
         """Copy the data's item table in: tags (N, T) ints, emb (N, D) floats.
@@ -113,27 +120,43 @@ class ItemEncoder(nn.Module):
             self.id_rows = known
         self.item_tags.copy_(tags)
         self.item_emb.copy_(emb)
-        fitted = getattr(self, "fitted", None)
-        if fitted is not None and not bool(fitted):
-            self._fit_to_table()
         self._recode()
 
+    def append_items(self, tags: torch.Tensor, emb: torch.Tensor) -> int:
+        """Add new items (M, T) tags, (M, D) embeddings at the end of the table; they read the
+        zero id row. Returns the first new id (the table's size before)."""
+        first = self.num_items
+        grown_tags = torch.cat([self.item_tags, tags.to(self.item_tags)])
+        grown_emb = torch.cat([self.item_emb, emb.to(self.item_emb)])
+        self.load_item_features(grown_tags, grown_emb)
+        return first
+
+    def take_table(self, other: ItemEncoder) -> None:
+        """Load ``other``'s item table as it stands: appended items and new-item marks too."""
+        self.load_item_features(other.item_tags, other.item_emb)
+        self.id_rows.copy_(other.id_rows)
+
+    def mark_new_items(self, ids: torch.Tensor) -> None:
+        """Treat these items as new: their id embedding is the zero padding row, never trained
+        (a cold-start evaluation holds items out of training this way)."""
+        self.id_rows[ids.to(self.id_rows.device)] = 0
+
+    def trained_item_embeddings(self) -> torch.Tensor:
+        """The frozen embeddings of the items with a learned id (rows 1 .. of the id table):
+        what the switches are fitted on. Shape: -> (N - 1, D)."""
+        return self.item_emb[1 : self.num_id_rows]
+
     @torch.no_grad()
-    def _fit_to_table(self) -> None:
-        """Fit what the switches take from the item table, on the trained items (rows 1 .. of
-        the id table): the semantic-ID codebooks and the id table's multimodal init. The
-        k-means seed is drawn from torch's generator, which training seeds."""
-        known = self.item_emb[1 : self.num_id_rows]
-        if self.sid_emb is not None:
-            seed = int(torch.randint(2**31 - 1, (1,)))
-            generator = torch.Generator().manual_seed(seed)
-            L, K, _ = self.sid_books.shape
-            self.sid_books.copy_(fit_residual_codebooks(known, L, K, generator))
-        if self.id_init == "mm":
+    def apply_fit(self, *, codebooks: torch.Tensor | None, id_init: torch.Tensor | None) -> None:
+        """Take what ``item_fit.fit_items`` fitted: the semantic-ID codebooks (L, K, D) and the
+        id table's rows 1 .. (N - 1, id_dim); either None where its switch is off."""
+        if codebooks is not None:
+            self.sid_books.copy_(codebooks)
+        if id_init is not None:
             table = self.id_emb.weight
-            init = principal_init(known, table.shape[1], EMBEDDING_INIT_STD)
-            table[1 : self.num_id_rows] = init.to(table.dtype)
+            table[1 : self.num_id_rows] = id_init.to(table)
         self.fitted.fill_(True)
+        self._recode()
 
     def _recode(self) -> None:
         """Every item's semantic-ID codes from the codebooks and the loaded table."""
@@ -145,11 +168,6 @@ class ItemEncoder(nn.Module):
         either has none (padding). Shape: (...), (...) -> (...)."""
         a, b = normalised(self.item_emb[history]), normalised(self.item_emb[target])
         return (a * b).sum(-1)
-
-    def mark_new_items(self, ids: torch.Tensor) -> None:
-        """Treat these items as new: their id embedding is the zero padding row, never trained
-        (a cold-start evaluation holds items out of training this way)."""
-        self.id_rows[ids.to(self.id_rows.device)] = 0
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         tags = self.item_tags[ids]  # (..., T)

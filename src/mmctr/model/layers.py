@@ -1,9 +1,13 @@
-"""Generic building blocks: an MLP and the DCNv2 cross network."""
+"""Generic building blocks: an MLP and the DCNv2 cross network; the release's init and the
+multiply-adds of Linear layers, which every model kind shares."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from mmctr.model.encoder import EncoderLayer
+from mmctr.model.item import EMBEDDING_INIT_STD
 
 
 class MLP(nn.Module):
@@ -70,3 +74,28 @@ class CrossNetwork(nn.Module):
         for layer in self.layers:
             x = x0 * layer(x) + x
         return x
+
+
+def reset_parameters(model: nn.Module) -> None:
+    """The release's init: embeddings N(0, 1e-4) with a zero padding row; Linear Xavier-normal,
+    zero bias; the attention's projections as ``nn.MultiheadAttention`` initialises them."""
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=EMBEDDING_INIT_STD)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.Linear):
+            nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    for module in model.modules():
+        if isinstance(module, EncoderLayer):
+            module.reset_attention()
+
+
+def linear_macs(module: nn.Module | None) -> int:
+    """Multiply-adds of one pass through every Linear layer of ``module`` (0 for None)."""
+    if module is None:
+        return 0
+    return sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, nn.Linear))

@@ -1,4 +1,5 @@
-"""What the frozen multimodal embeddings can give the id-side of an item (issue 17).
+"""What the frozen multimodal embeddings can give the id-side of an item
+(docs/beyond.md).
 
 - Semantic IDs: residual k-means. Level 1 clusters the L2-normalised embeddings into K codes;
   each next level clusters what the previous levels' centroids leave unexplained (the
@@ -8,8 +9,8 @@
 - Multimodal-guided id init: the top principal components of the same embeddings, scaled to
   the id table's random init scale, so that the id table starts with similar items close.
 
-Everything here is plain tensor arithmetic on the item table, run once when the table is
-loaded; nothing needs gradients.
+Everything here is plain tensor arithmetic on the item table, fitted once when a run starts
+(``model/item_fit.py``); nothing needs gradients.
 """
 
 from __future__ import annotations
@@ -118,3 +119,29 @@ def principal_init(emb: torch.Tensor, dim: int, std: float) -> torch.Tensor:
     if spread > 0:
         out *= std / spread
     return out
+
+
+class SemanticIds:
+    """Residual k-means in scikit-learn's shape: ``fit`` learns ``codebooks_`` (levels, K, D);
+    ``transform`` gives each row's code at every level."""
+
+    def __init__(self, *, levels: int, codes: int) -> None:
+        self.levels, self.codes = levels, codes
+
+    def fit(self, emb: torch.Tensor, generator: torch.Generator) -> SemanticIds:
+        self.codebooks_ = fit_residual_codebooks(emb, self.levels, self.codes, generator)
+        return self
+
+    def transform(self, emb: torch.Tensor) -> torch.Tensor:
+        return assign_codes(emb, self.codebooks_)
+
+
+class PrincipalInit:
+    """The id table's multimodal init: ``fit_transform`` gives each row's coordinates on the
+    top ``dim`` principal components, scaled to standard deviation ``std``."""
+
+    def __init__(self, *, dim: int, std: float) -> None:
+        self.dim, self.std = dim, std
+
+    def fit_transform(self, emb: torch.Tensor) -> torch.Tensor:
+        return principal_init(emb, self.dim, self.std)

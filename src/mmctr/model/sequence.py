@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmctr.config.model import MaskMode, ModelConfig
+from mmctr.config.model import MaskMode
 from mmctr.model.encoder import EncoderLayer
 from mmctr.model.packing import PackedLayout, plan_layout
 
@@ -56,26 +56,36 @@ class TargetAwareTransformer(nn.Module):
     out_dim = d_model * (first_k + max_pool) and d_model = 2 Di with target_concat, else Di.
     """
 
-    def __init__(self, cfg: ModelConfig, *, item_dim: int) -> None:
+    def __init__(
+        self,
+        *,
+        item_dim: int,
+        target_concat: bool,
+        num_layers: int,
+        num_heads: int,
+        ff_dim: int,
+        dropout: float,
+        first_k: int,
+        max_pool: bool,
+        mask: MaskMode,
+        similarity_input: bool = False,
+        positions: int = 0,
+    ) -> None:
+        """``positions``: learn an embedding for each of that many positions (0: none)."""
         super().__init__()
-        self.target_concat = cfg.target_concat
-        self.first_k = cfg.first_k
-        self.mask: MaskMode = cfg.mask
-        d_model = 2 * item_dim if cfg.target_concat else item_dim
+        self.target_concat = target_concat
+        self.first_k = first_k
+        self.mask: MaskMode = mask
+        d_model = 2 * item_dim if target_concat else item_dim
         self.layers = nn.ModuleList(
-            EncoderLayer(
-                d_model=d_model,
-                num_heads=cfg.num_heads,
-                ff_dim=cfg.ff_dim,
-                dropout=cfg.seq_dropout,
-            )
-            for _ in range(cfg.num_layers)
+            EncoderLayer(d_model=d_model, num_heads=num_heads, ff_dim=ff_dim, dropout=dropout)
+            for _ in range(num_layers)
         )
-        self.pool: nn.Linear | None = nn.Linear(d_model, d_model) if cfg.max_pool else None
-        self.sim_proj = nn.Linear(1, d_model, bias=False) if cfg.similarity_input else None
-        self.positions = nn.Embedding(cfg.max_len, d_model) if cfg.positions else None
+        self.pool: nn.Linear | None = nn.Linear(d_model, d_model) if max_pool else None
+        self.sim_proj = nn.Linear(1, d_model, bias=False) if similarity_input else None
+        self.positions = nn.Embedding(positions, d_model) if positions else None
         self.d_model = d_model
-        self.out_dim = d_model * (cfg.first_k + int(cfg.max_pool))
+        self.out_dim = d_model * (first_k + int(max_pool))
 
     @property
     def reads_ids(self) -> bool:
@@ -158,17 +168,20 @@ class TargetAwareTransformer(nn.Module):
         G, L, di = history.shape
         self._check_width(L)
         if self.reads_ids:
-            raise ValueError("similarity or position inputs: score rows with forward")
+            raise ValueError(
+                "similarity or position inputs differ by more than the target between the rows "
+                "of a history: there is no shared work (score the rows with forward)"
+            )
         if not self.target_concat:
             return self._run_once(history, real, packed)[group]
         real_rows = real.index_select(0, group)  # (B, L)
         first = cast(EncoderLayer, self.layers[0])
         w = first.qkv.weight
-        if not isinstance(w, torch.Tensor):  # quantised (int8): no weight halves to share
-            rows = history.index_select(0, group)
-            if packed:
-                return self.forward_packed(rows[real_rows], target, real_rows)
-            return self.forward(rows, target, real_rows)
+        if not isinstance(w, torch.Tensor):
+            raise ValueError(
+                "a quantised (int8) first layer has no weight halves to share: score the rows "
+                "with forward"
+            )
         from_history = F.linear(history, w[:, :di]).reshape(G * L, -1)  # (G L, 3D)
         from_target = F.linear(target, w[:, di:], first.qkv.bias)  # (B, 3D)
         if packed:

@@ -89,7 +89,7 @@ class Served:
                 "kind": cfg.model.kind,
                 "parameters": params,
                 "max_len": cfg.model.max_len,
-                "mask": cfg.model.mask,
+                "mask": self.scorer.model.mask,
                 "use_multimodal": cfg.model.use_multimodal,
                 "device": str(self.scorer.device),
                 "precision": self.scorer.precision,

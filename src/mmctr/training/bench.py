@@ -26,10 +26,9 @@ from mmctr.config import Config
 from mmctr.config.train import TrainConfig
 from mmctr.data import Batch, Dataset, Split, iter_batches, load_dataset
 from mmctr.errors import ConfigError
-from mmctr.model import CTRModel, build_model, macs_per_sample
-from mmctr.model.cost import reads_history
-from mmctr.training.checkpoint import dims_of
-from mmctr.training.inference import attach_items, autocast
+from mmctr.model import PLAIN, CTRModel, build_model, macs_per_sample, parameter_counts
+from mmctr.training import run as runs
+from mmctr.training.inference import autocast
 from mmctr.training.loop import make_optimizer
 from mmctr.training.precision import for_inference, resolve_precision
 
@@ -53,7 +52,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch
 
 def useful_macs(model: CTRModel, batch: Batch) -> int:
     """Multiply-adds the batch needs if each row is computed at its real history length."""
-    if not reads_history(model):
+    if not model.reads_history:
         return len(batch) * macs_per_sample(model, 0)["total"]
     window = model.window(batch.history)
     lengths = window.ne(0).sum(1).numpy()
@@ -97,11 +96,17 @@ def _timed_inference(model: CTRModel, batches: list[Batch], precision: str) -> f
 
 
 def _measure(
-    config: Config, data: Dataset, train: list[Batch], infer: list[Batch], warmup: int
+    config: Config,
+    data: Dataset,
+    train: list[Batch],
+    infer: list[Batch],
+    warmup: int,
+    plain: bool = False,
 ) -> dict[str, float]:
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, dims_of(data.schema))
-    attach_items(model, data.items)
+    """Time ``config``'s model on the batches; ``plain``: on its plain path (``PLAIN``)."""
+    model = runs.new_model(config, data.schema, data.items)
+    if plain:
+        model.set_execution(PLAIN)
     train_s = _timed_training(model, train, warmup, config.train)
     infer_s = _timed_inference(model, infer, config.train.precision)
     timed_train, timed_infer = train[warmup:], infer[1:]
@@ -162,10 +167,8 @@ def bench(
         "inference_mfu": round(fast["inference_gflops"] / peaks[precision], 3),
     }
     if baseline:
-        plain_model = replace(config.model, trim_padding=False, pack_tokens=False)
         plain_train = replace(config.train, fused_adam=False)
-        plain = _measure(replace(config, model=plain_model, train=plain_train), data, train,
-                         infer, warmup)  # fmt: skip
+        plain = _measure(replace(config, train=plain_train), data, train, infer, warmup, True)
         out["baseline"] = {k: round(v, 2) for k, v in plain.items()}
         out.update(_speedups("", fast, plain))
     if compare_bf16 and precision != "bf16":
@@ -211,5 +214,17 @@ def _rows_with_history(split: Split, min_history: int) -> Split:
 
 
 def _meta_model(config: Config, data: Dataset) -> CTRModel:
-    with torch.device("meta"):
-        return build_model(config.model, dims_of(data.schema))
+    with torch.device("meta"):  # sizes only: no memory, no initialisation cost
+        return build_model(config.model, data.schema.dims)
+
+
+def model_size(config: Config, data_dir: str | Path) -> dict[str, Any]:
+    """Parameters by part and forward multiply-adds per sample of ``config`` on the data's
+    vocabularies (``mmctr describe``)."""
+    model = _meta_model(config, load_dataset(data_dir, config.data, ()))
+    macs = macs_per_sample(model)
+    return {
+        "parameters": parameter_counts(model),
+        "macs_per_sample": macs["total"],
+        "macs_by_part": macs,
+    }

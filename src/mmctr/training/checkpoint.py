@@ -23,9 +23,10 @@ from mmctr.atomic import atomic_path, write_json, write_text
 from mmctr.config import Config
 from mmctr.data.schema import DataSchema
 from mmctr.errors import CheckpointError, StorageError
-from mmctr.model.base import CTRModel, DataDims
+from mmctr.model.base import CTRModel
 from mmctr.model.factory import build_model
 from mmctr.training.state import TrainState
+from mmctr.training.summary import RunSummary
 
 FORMAT_VERSION = 1
 
@@ -139,16 +140,6 @@ def train_state_of(saved: dict[str, Any], path: Path) -> TrainState:
     return TrainState.from_dict(raw, source=str(path))
 
 
-def dims_of(schema: DataSchema) -> DataDims:
-    return DataDims(
-        num_items=schema.num_items,
-        num_tags=schema.num_tags,
-        tags_per_item=schema.tags_per_item,
-        emb_dim=schema.emb_dim,
-        context_vocab_sizes=schema.context_vocab_sizes,
-    )
-
-
 def model_payload(
     model: CTRModel, config: Config, schema: DataSchema, **extra: Any
 ) -> dict[str, Any]:
@@ -178,9 +169,9 @@ def load_trained(run_dir: str | Path) -> TrainedModel:
     if not run.model.exists():
         raise CheckpointError(f"{run.root}: holds no trained model (model.pt); train it first")
     payload = load(run.model)
-    config = Config.from_dict(payload["config"], source=str(run.model))
+    config = Config.from_saved(payload["config"], source=str(run.model))
     schema = DataSchema.from_dict(payload["schema"])
-    model = build_model(config.model, dims_of(schema))
+    model = build_model(config.model, schema.dims)
     model.load_state_dict(payload["weights"])
     info = {k: v for k, v in payload.items() if k not in ("weights", "config", "schema")}
     return TrainedModel(model=model, config=config, schema=schema, info=info)
@@ -199,6 +190,5 @@ def write_summary(run: RunDir, summary: dict[str, Any]) -> None:
     write_json(run.summary, {"finished": True, **summary})
 
 
-def read_summary(run: RunDir) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(run.summary.read_text())
-    return result
+def read_summary(run: RunDir) -> RunSummary:
+    return RunSummary.read(run.summary)

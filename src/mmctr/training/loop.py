@@ -2,17 +2,17 @@
 
 Every source of randomness is reseeded from ``train.seed`` and the epoch number, so a run
 killed and resumed from its last checkpoint gives the same weights as one never stopped.
+Runs start in ``training/run.py``, which locks the run folder, checks it, builds the model and
+calls ``fit`` here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any, Protocol
 
 import torch
@@ -27,10 +27,10 @@ from mmctr.training import checkpoint as ckpt
 from mmctr.training import distributed
 from mmctr.training import epoch as epochs
 from mmctr.training.distributed import World
-from mmctr.training.inference import attach_items, resolve_device
-from mmctr.training.lock import run_lock
+from mmctr.training.inference import resolve_device
 from mmctr.training.precision import resolve_precision
 from mmctr.training.state import TrainState
+from mmctr.training.summary import Metrics, RunSummary
 
 Log = Callable[[str], None]
 
@@ -39,16 +39,6 @@ class Monitor(Protocol):
     """Told what training did; it must not change it (see ``TensorBoardMonitor``)."""
 
     def epoch(self, epoch: int, step_losses: torch.Tensor, record: dict[str, Any]) -> None: ...
-
-
-@dataclass(frozen=True)
-class FitResult:
-    best_epoch: int
-    best_valid: dict[str, float]
-    epochs_run: int
-    train_seconds: float
-    stopped_early: bool
-    history: list[dict[str, Any]]
 
 
 def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Adam:
@@ -63,42 +53,21 @@ def fit(
     model: CTRModel,
     data: Dataset,
     config: Config,
-    run_dir: str | Path,
+    run: ckpt.RunDir,
     *,
     resume: bool = False,
     progress: bool | None = None,
     log: Log = print,
     monitor: Monitor | None = None,
-) -> FitResult:
+) -> RunSummary:
     """Train on the train split, stop on valid; leave the best weights in ``model``.
 
-    ``monitor`` (e.g. ``TensorBoardMonitor``) is told every step's loss and every epoch's
-    record; it never changes what is trained. In a process group (``torchrun``; see
-    ``distributed``) every rank calls this; rank 0 alone writes the run, logs and monitors.
+    ``model`` comes from ``run.new_model`` (item table loaded); ``run`` is locked by the
+    caller. ``monitor`` (e.g. ``TensorBoardMonitor``) is told every step's loss and every
+    epoch's record; it never changes what is trained. In a process group every rank calls
+    this; rank 0 alone writes the run.
     """
-    run = ckpt.RunDir(Path(run_dir))
     world = distributed.current()
-    if not world.is_main:
-        log, progress, monitor = _quiet, False, None
-    with run_lock(run.root) if world.is_main else contextlib.nullcontext():
-        return _fit_locked(model, data, config, run, resume, progress, log, monitor, world)
-
-
-def _quiet(message: str) -> None:
-    """The log of ranks other than 0."""
-
-
-def _fit_locked(
-    model: CTRModel,
-    data: Dataset,
-    config: Config,
-    run: ckpt.RunDir,
-    resume: bool,
-    progress: bool | None,
-    log: Log,
-    monitor: Monitor | None,
-    world: World,
-) -> FitResult:
     tc = config.train
     progress = sys.stderr.isatty() if progress is None else progress
     if tc.num_threads:
@@ -109,10 +78,6 @@ def _fit_locked(
         log(f"precision: {precision} ({why})")
     tc = replace(tc, precision=precision)  # the run's config keeps what was asked ("auto")
     model.to(device)
-    t0 = time.perf_counter()
-    attach_items(model, data.items)  # a fresh model fits its item-table switches here
-    if getattr(model.items, "fitted", None) is not None and not resume:
-        log(f"fitted the item-table switches (docs/beyond.md) in {time.perf_counter() - t0:.1f}s")
     optimizer = make_optimizer(model, tc)
     state = _start_or_resume(run, model, optimizer, data.schema, tc, resume, log)
     world.barrier()  # every rank has checked the run directory before rank 0 writes to it
@@ -209,10 +174,6 @@ def _start_or_resume(
         return state
     if resume:  # killed before the first epoch's state.pt: there is nothing to resume from
         log(f"{run.root}: no finished epoch to resume from; starting from the beginning")
-    elif run.has_run():
-        raise CheckpointError(
-            f"{run.root} already holds a run; pass --resume to continue it or choose another --out"
-        )
     return TrainState(lr=tc.lr)
 
 
@@ -252,20 +213,21 @@ def _finish(
     schema: DataSchema,
     patience: int,
     world: World,
-) -> FitResult:
+) -> RunSummary:
     """Load the best weights back into ``model`` and write the run's summary."""
     if state.best_epoch < 1:
         raise CheckpointError(f"{run.root}: no epoch finished, so there is no model to keep")
     best = ckpt.load(run.model)
     model.load_state_dict(best["weights"])
-    result = FitResult(
+    summary = RunSummary(
         best_epoch=state.best_epoch,
-        best_valid=best["valid"],
+        best_valid=Metrics.from_dict(best["valid"]),
         epochs_run=state.epoch,
         train_seconds=state.train_seconds,
         stopped_early=state.bad_epochs >= patience,
         history=state.history,
+        fingerprint=schema.fingerprint,
     )
     if world.is_main:
-        ckpt.write_summary(run, result.__dict__ | {"fingerprint": schema.fingerprint})
-    return result
+        ckpt.write_summary(run, summary.to_dict())
+    return summary

@@ -53,7 +53,9 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[TrainPrecis
 def for_inference(model: M, precision: str) -> M:
     """``model`` converted for scoring in ``precision`` (fp32: unchanged; bf16: in place).
 
-    int8 returns a new module whose ``nn.Linear`` layers are dynamically quantised (CPU only).
+    int8 returns a new module whose ``nn.Linear`` layers are dynamically quantised (CPU only);
+    it scores a history's candidates row by row, as quantised layers have no weight halves to
+    share (its execution says so).
     """
     if precision not in INFERENCE_PRECISIONS:
         raise ConfigError(
@@ -69,5 +71,8 @@ def for_inference(model: M, precision: str) -> M:
             quantized = torch.ao.quantization.quantize_dynamic(
                 model, {nn.Linear}, dtype=torch.qint8
             )  # a copy of the same class
+        set_execution = getattr(quantized, "set_execution", None)
+        if set_execution is not None:  # a CTRModel
+            set_execution(quantized.execution.replace(share_histories=False))
         return cast(M, quantized)
     return model

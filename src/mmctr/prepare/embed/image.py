@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmctr.prepare.embed.encoders import DEFAULT_IMAGE_ENCODER, EncoderUnavailable, missing_package
+from mmctr.prepare.embed.base import DEFAULT_IMAGE_ENCODER, EncoderUnavailable, missing_package
 
 MODEL_FILE_SUFFIXES = (".pt", ".pt2", ".pth", ".ts")
 

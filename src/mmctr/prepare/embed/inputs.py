@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from mmctr.errors import DataError
+from mmctr.prepare.embed.base import missing_package
 from mmctr.prepare.embed.cache import fingerprint
-from mmctr.prepare.embed.encoders import missing_package
 
 
 @dataclass

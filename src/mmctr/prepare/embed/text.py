@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mmctr.prepare.embed.encoders import (
+from mmctr.prepare.embed.base import (
     DEFAULT_TEXT_ENCODER,
     EncoderUnavailable,
     missing_package,
