@@ -131,7 +131,9 @@ def train(
     new_items: np.ndarray | None = None,
 ) -> TrainedRun:
     """Train ``config`` on ``data`` into ``run_dir`` (resuming it when asked), stopping on
-    valid; the model comes back with its best weights.
+    valid; the model comes back with its best weights. Resuming with a config changed on
+    purpose (more epochs, another device: ``--resume --set``) is allowed; ``resolve_config``
+    refuses a different ``--config`` file.
 
     In a process group (``torchrun``) every rank calls this; rank 0 alone locks and writes the
     run, logs and monitors.
@@ -142,8 +144,6 @@ def train(
         log, progress, monitor = silent, False, None
     with run_lock(run.root) if world.is_main else contextlib.nullcontext():
         check_can_start(run.root, resume=resume)
-        if resume:
-            check_same_config(run, config, advice="resume it with the config it was started with")
         fresh = not (resume and run.state.exists())
         model = new_model(config, data.schema, data.items, new_items=new_items, fit=fresh)
         log(f"model: {parameter_counts(model)['total']:,} parameters")
