@@ -18,8 +18,8 @@ def keep_freed_memory() -> bool:
     glibc serves every allocation above 32 MB with a fresh mmap and unmaps it on free, so a
     buffer of that size allocated every step (the paper config's 330 MB cross-network weight
     gradients) is page-faulted in anew each time. Served from the heap and kept there, it is
-    reused: a paper-config training step went from 1.37 s to 1.08 s on this 2-core machine,
-    the cpu preset was unchanged (docs/performance.md). Resident memory then stays at its
+    reused, which shortens a paper-config training step (docs/performance.md has the
+    timings). Resident memory then stays at its
     high-water mark, as with any caching allocator. Returns whether the setting took; set
     MMCTR_SYSTEM_MALLOC=1 to leave malloc alone. Only glibc (Linux) is touched.
     """

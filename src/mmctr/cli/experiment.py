@@ -26,7 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     exp = sub.add_parser("experiment", help="ablations and sweeps over many training runs")
     kinds = exp.add_subparsers(dest="kind", required=True, parser_class=type(exp))
 
-    p = kinds.add_parser("ablation", help="the seed model's ablations and the DIN baseline")
+    p = kinds.add_parser(
+        "ablation", help="the target-aware Transformer's ablations and the DIN baseline"
+    )
     _common(p)
     p.add_argument(
         "--variants",
@@ -59,7 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="data directory in the challenge layout")
-    p.add_argument("--config", required=True, type=Path, help="TOML preset of the seed model")
+    p.add_argument(
+        "--config", required=True, type=Path, help="TOML preset of the target-aware Transformer"
+    )
     p.add_argument("--out", required=True, type=Path, help="experiment folder (reused to resume)")
     p.add_argument("--seeds", type=int, default=1, help="runs per variant, seeds seed+0..N-1")
     p.add_argument(

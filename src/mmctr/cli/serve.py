@@ -56,9 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def default_threads(workers: int) -> int:
     """Torch threads per worker: the cores shared among the workers, less one for the event
     loops (HTTP and JSON), at least one. A model thread that competes with the event loop for
-    a core is worse than one thread fewer: OpenMP's waiting threads spin, and on a 2-core
-    machine two torch threads beside a busy event loop served 4.6x fewer candidates per second
-    than one (docs/serving.md).
+    a core is worse than one thread fewer: OpenMP's waiting threads spin (docs/serving.md has
+    the measurement).
     """
     cores = os.cpu_count() or 1
     return max(1, (cores - 1) // workers)

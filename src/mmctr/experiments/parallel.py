@@ -1,8 +1,8 @@
 """Several runs of a plan at once, each in a worker process of its own (``--jobs N``).
 
 The model of the CPU preset is small: a 2-thread process keeps 2 cores only partly busy, and
-two 1-thread processes trained 1.2x as many samples per second in all on the 2-core machine
-of docs/experiments.md. Each worker is a fresh (spawned, not forked) Python process: it reads
+two 1-thread processes train more samples per second in all (docs/experiments.md). Each
+worker is a fresh (spawned, not forked) Python process: it reads
 the data once, runs the jobs it is handed with cores/N torch threads unless train.num_threads
 says otherwise, and sends everything it has to say through one queue, in order: that a job
 started, its log lines, and its row of results. This process prints and writes all of it, so

@@ -1,4 +1,5 @@
-"""DIN, the challenge's official baseline (Zhou et al., KDD 2018), on the seed model's inputs.
+"""DIN, the challenge's official baseline (Zhou et al., KDD 2018), on the inputs every
+kind shares.
 
 item vectors -> attention unit MLP([h, t, h - t, h * t]) -> one weight per history item
 interest = sum_i w_i h_i;  [context, target, interest] -> MLP with batch norm -> logit

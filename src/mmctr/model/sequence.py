@@ -1,6 +1,6 @@
 """The sequence module: a Transformer over history items, each concatenated with the target.
 
-TransAct-style (Xia et al., KDD 2023), as in the seed solution: no positional encoding, no
+TransAct-style (Xia et al., KDD 2023), as in the 1st-place solution: no positional encoding, no
 causal mask, post-LayerNorm. Two switches go beyond it (docs/beyond.md): ``similarity_input``
 adds s w to each token, s the cosine similarity of the frozen embeddings of the history item
 and the target and w a learned vector; ``positions`` adds a learned embedding of the token's

@@ -2,9 +2,8 @@
 
 A forward pass in eager PyTorch is a few hundred operator calls, and each call takes Python's
 GIL back. In one process the event loop (HTTP, JSON, validation) holds that lock while it
-works, so the model thread spends its passes waiting: on this 2-core machine a forward pass
-that scores 7,100 candidates/s alone scored 2,700/s beside one busy Python thread
-(docs/serving.md). A child process has its own interpreter and lock; the serving process sends
+works, so the model thread spends its passes waiting (docs/serving.md measures how much). A
+child process has its own interpreter and lock; the serving process sends
 it the batch's groups over a pipe (a few kilobytes) and waits for the scores, which releases
 the GIL while it waits.
 

@@ -11,7 +11,7 @@ import numpy as np
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve, by scikit-learn's ``roc_auc_score`` (ties count one half), the
     function most CTR papers' numbers come from; nan when a class is absent."""
-    from sklearn.metrics import roc_auc_score  # 1.3 s of imports (scipy): only when scoring
+    from sklearn.metrics import roc_auc_score  # scipy's slow imports: only when scoring
 
     y = np.asarray(labels, dtype=np.float64) > 0.5
     if y.all() or not y.any():
@@ -30,8 +30,8 @@ def gauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
 
     Users whose rows are all of one class have no AUC and are left out; nan if none is left.
     It equals ``auc`` applied to each user's rows and averaged (the tests check that against
-    ``roc_auc_score`` per user), computed here in one vectorised pass over tie-averaged ranks:
-    calling ``roc_auc_score`` per user took 131 s on 200,000 rows of 50,000 users, this 0.12 s.
+    ``roc_auc_score`` per user), computed here in one vectorised pass over tie-averaged ranks,
+    since a call per user costs a thousand times as much on data with many users.
     """
     users = np.asarray(users)
     scores = np.asarray(scores, dtype=np.float64)
