@@ -5,6 +5,9 @@ serve/ or export/."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,3 +146,69 @@ def test_a_kind_section_is_checked_like_the_shipped_ones(stub_config: Path) -> N
         mmctr.load_config(stub_config, [f"model.{KIND}.hidden=0"])
     with pytest.raises(ConfigError, match=f"unknown key model.{KIND}.width"):
         mmctr.load_config(stub_config, [f"model.{KIND}.width=4"])
+
+
+PLUGIN = '''
+"""A model kind in one file, outside mmctr: found through MMCTR_MODELS."""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mmctr.model import CTRModel, register_model
+
+
+@dataclass(frozen=True)
+class LastItemConfig:
+    hidden: int = 8
+
+
+@register_model("last_item_plugin", LastItemConfig)
+class LastItem(CTRModel):
+    def __init__(self, cfg, dims):
+        super().__init__()
+        self._init_inputs(cfg, dims)
+        width = self.context.out_dim + 2 * self.items.out_dim
+        hidden = cfg.section(LastItemConfig).hidden
+        self.head = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, history, target, context):
+        last = self.items(self.window(history)[:, -1])
+        x = torch.cat([self.context(context), self.items(target), last], dim=-1)
+        return self.head(x).squeeze(-1)
+'''
+
+
+def test_a_kind_in_a_file_of_its_own_is_found_by_the_cli_and_the_model_process(
+    stub_config: Path, tiny_data_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from mmctr.serve.app import build_app
+    from mmctr.serve.settings import ServeSettings, load_served
+
+    (tmp_path / "last_item_plugin.py").write_text(PLUGIN)
+    config = tmp_path / "plugin.toml"
+    config.write_text(stub_config.read_text().replace(KIND, "last_item_plugin"))
+    env = {**os.environ, "MMCTR_MODELS": "last_item_plugin", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    run, data = tmp_path / "run", str(tiny_data_master)
+    mmctr_cli = [sys.executable, "-m", "mmctr"]
+    train = [*mmctr_cli, "train", "--data", data, "--config", str(config), "--out", str(run)]
+    subprocess.run([*train, "--set", "train.epochs=1"], env=env, check=True, timeout=300)
+    evaluate = [*mmctr_cli, "evaluate", "--run", str(run), "--data", data, "--json"]
+    done = subprocess.run(evaluate, env=env, check=True, timeout=300, capture_output=True)
+    auc = json.loads(done.stdout)["auc"]
+    without = {k: v for k, v in env.items() if k != "MMCTR_MODELS"}
+    refused = subprocess.run(evaluate, env=without, timeout=300, capture_output=True, text=True)
+    assert refused.returncode == 2 and "last_item_plugin" in refused.stderr
+    # the served model's own (spawned) process finds the kind the same way
+    monkeypatch.setenv("MMCTR_MODELS", "last_item_plugin")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = ServeSettings(run=str(run), data=data, threads=1, model_process=True)
+    with TestClient(build_app(load_served(settings))) as client:
+        body = {"history": [3, 1, 4], "context": {"likes_level": 3, "views_level": 1}}
+        answer = client.post("/v1/score", json={**body, "candidates": [9, 2]})
+    assert answer.status_code == 200, answer.text
+    assert 0.0 < auc < 1.0

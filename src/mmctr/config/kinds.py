@@ -6,8 +6,11 @@ one file: its module, its section and its name. The config layer only looks name
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 _SECTIONS: dict[str, type] = {}  # kind -> the frozen dataclass of its [model.<kind>] section
 _ALIASES: dict[str, str] = {}  # an older or shorter name -> the kind
+_FINDERS: list[Callable[[], None]] = []  # called once, on the first unknown kind
 
 
 def register_kind(kind: str, section: type, *, aliases: tuple[str, ...] = ()) -> None:
@@ -16,7 +19,7 @@ def register_kind(kind: str, section: type, *, aliases: tuple[str, ...] = ()) ->
     for name in (kind, *aliases):
         if not name.isidentifier():
             raise ValueError(f"a model kind must be an identifier, got {name!r}")
-        taken = _SECTIONS.get(canonical_kind(name, strict=False))
+        taken = _SECTIONS.get(_ALIASES.get(name, name))
         if taken is not None and taken is not section:
             raise ValueError(f"model kind {name!r} is already registered")
     _SECTIONS[kind] = section
@@ -24,9 +27,19 @@ def register_kind(kind: str, section: type, *, aliases: tuple[str, ...] = ()) ->
         _ALIASES[alias] = kind
 
 
+def add_kind_finder(finder: Callable[[], None]) -> None:
+    """``finder`` registers kinds from elsewhere (plug-ins); it runs when a config names a
+    kind that is not registered yet, once."""
+    _FINDERS.append(finder)
+
+
 def canonical_kind(name: str, *, strict: bool = True) -> str:
-    """The registered kind ``name`` stands for (itself or what it is an alias of)."""
+    """The registered kind ``name`` stands for (itself or what it is an alias of); ``strict``:
+    one that is registered, after looking for plug-ins, else ValueError."""
     kind = _ALIASES.get(name, name)
+    while strict and kind not in _SECTIONS and _FINDERS:
+        _FINDERS.pop(0)()
+        kind = _ALIASES.get(name, name)
     if strict and kind not in _SECTIONS:
         raise ValueError(f"model.kind must be one of {', '.join(kind_names())}, got {name!r}")
     return kind
