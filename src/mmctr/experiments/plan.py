@@ -218,7 +218,7 @@ def sweep_plan(
         raise ConfigError("--values is empty; give a comma-separated list, e.g. 1,2,4,8")
     if len(set(values)) != len(values):
         raise ConfigError(f"--values lists a value twice: {','.join(values)}")
-    key = param.partition(".")[2] or param
+    key = param.rpartition(".")[2]  # the run folders keep the short name: first_k=4-seed0
     configs: dict[str, Config] = {}
     for value in values:
         try:
