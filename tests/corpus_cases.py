@@ -373,9 +373,18 @@ CASES = [
     config("config: unknown key", "train", "bogus", "1", "unknown key"),
     config("config: wrong type", "train", "lr", '"fast"', "not a valid float"),
     config("config: negative lr", "train", "lr", "-0.001", "must be > 0"),
-    config("config: first_k > max_len", "model", "first_k", "40", "model.max_len"),
+    config(
+        "config: first_k > max_len", "model.target_transformer", "first_k", "40", "model.max_len"
+    ),
     config("config: zero batch", "train", "batch_size", "0", "must be >= 1"),
-    config("config: unknown model kind", "model", "kind", '"xgboost"', "'seed' | 'din'"),
+    config(
+        "config: unknown model kind",
+        "model",
+        "kind",
+        '"xgboost"',
+        "must be one of",
+        "target_transformer",
+    ),
     config("config: one size for two context columns", "data", "context_vocab_sizes", "[11]"),
     Case(
         "config: not TOML",

@@ -8,20 +8,27 @@ N-th training step (counted over the whole run), as a crashed machine would, or 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
+from pathlib import Path
 
 import torch
 
 from mmctr.config import load_config
 from mmctr.data import load_dataset
-from mmctr.model import build_model
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import distributed
 from mmctr.training import epoch as epochs
+from mmctr.training import run as runs
+from mmctr.training.lock import run_lock
 from mmctr.training.loop import fit
 
-NO_DROPOUT = ["model.seq_dropout=0", "model.deep_dropout=0", "train.device=cpu"]
+NO_DROPOUT = [
+    "model.target_transformer.seq_dropout=0",
+    "model.target_transformer.deep_dropout=0",
+    "train.device=cpu",
+]
 
 
 def main() -> None:
@@ -51,9 +58,13 @@ def main() -> None:
         epochs.train_step = step  # type: ignore[assignment]
     config = load_config(args.config, [*NO_DROPOUT, *args.set])
     data = load_dataset(args.data, config.data, ("train", "valid"))
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, ckpt.dims_of(data.schema)).double()
-    fit(model, data, config, args.out, resume=args.resume, progress=False, log=lambda _: None)
+    run = ckpt.RunDir(Path(args.out))
+    fresh = not (args.resume and run.state.exists())
+    model = runs.new_model(config, data.schema, data.items, fit=fresh).double()
+    # as runs.train does, but for the float64 model: rank 0 locks and checks the run folder
+    with run_lock(run.root) if world.is_main else contextlib.nullcontext():
+        runs.check_can_start(run.root, resume=args.resume)
+        fit(model, data, config, run, resume=args.resume, progress=False, log=lambda _: None)
     distributed.leave()
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
-from mmctr.model import DataDims
+from mmctr.config import Config
+from mmctr.model import DataDims, ModelConfig, fit_items
 from mmctr.model.base import CTRModel
 
 M = TypeVar("M", bound=CTRModel)
+
+
+def model_config(**flat: Any) -> ModelConfig:
+    """A ModelConfig from the flat keys of mmctr 0.1 ([model] before its sections), moved to
+    their sections as an old run's saved config is."""
+    return Config.from_saved({"model": flat}, source="test").model
 
 
 def with_loud_weights(model: M, dims: DataDims) -> M:
@@ -20,6 +27,7 @@ def with_loud_weights(model: M, dims: DataDims) -> M:
     emb = torch.randn(dims.num_items, dims.emb_dim, generator=g)
     tags[0], emb[0] = 0, 0.0
     model.items.load_item_features(tags, emb)
+    fit_items(model.items, seed=0)  # the item-side switches, where the config has any
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.3)

@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 import torch
-from model_helpers import left_padded_batch
-from test_model import SMALL, SMALL_DIMS, small_model
+from model_helpers import left_padded_batch, model_config
+from test_model import SMALL_DIMS, SMALL_FLAT, small_model
 from test_training import stable
 
 from mmctr.config import Config
-from mmctr.model import ModelConfig, SeedCTR
+from mmctr.config.model import BeyondConfig
+from mmctr.model import ModelConfig, SeedCTR, TargetTransformerConfig, fit_items
 from mmctr.model.semantic import (
     assign_codes,
     fit_residual_codebooks,
@@ -21,11 +22,11 @@ from mmctr.model.semantic import (
 )
 
 ALL = {
-    "semantic_ids": "true",
-    "sid_codes": "8",
-    "id_init": "mm",
-    "similarity_input": "true",
-    "positions": "true",
+    "beyond.semantic_ids": "true",
+    "beyond.sid_codes": "8",
+    "beyond.id_init": "mm",
+    "target_transformer.similarity_input": "true",
+    "target_transformer.positions": "true",
 }
 
 
@@ -80,12 +81,14 @@ def _features(n: int = SMALL_DIMS.num_items) -> tuple[torch.Tensor, torch.Tensor
 
 
 def test_fitted_once_and_kept_with_the_weights() -> None:
-    cfg = ModelConfig(**{**SMALL.__dict__, "semantic_ids": True, "sid_codes": 4, "id_init": "mm"})
+    cfg = model_config(**{**SMALL_FLAT, "semantic_ids": True, "sid_codes": 4, "id_init": "mm"})
     torch.manual_seed(0)
     model = SeedCTR(cfg, SMALL_DIMS)
     assert not bool(model.items.fitted)
     tags, emb = _features()
     model.items.load_item_features(tags, emb)
+    assert not bool(model.items.fitted)  # loading a table fits nothing: fit_items does
+    assert fit_items(model.items, seed=0)
     assert bool(model.items.fitted)
     # the id table starts at the frozen embedding's principal components, padding row zero
     table = model.items.id_emb.weight.detach()
@@ -94,7 +97,7 @@ def test_fitted_once_and_kept_with_the_weights() -> None:
     # a trained model loaded elsewhere keeps its codebooks and its ids: nothing is refitted
     with torch.no_grad():
         model.items.id_emb.weight.add_(1.0)
-    torch.manual_seed(123)  # another generator state would fit other codebooks
+    torch.manual_seed(123)  # another init, which loading the weights replaces
     twin = SeedCTR(cfg, SMALL_DIMS)
     twin.load_state_dict(model.state_dict())
     twin.items.load_item_features(tags, emb)
@@ -109,14 +112,17 @@ def test_fitted_once_and_kept_with_the_weights() -> None:
 
 
 def test_codes_follow_loaded_codebooks() -> None:
-    cfg = ModelConfig(**{**SMALL.__dict__, "semantic_ids": True, "sid_codes": 4})
+    cfg = model_config(**{**SMALL_FLAT, "semantic_ids": True, "sid_codes": 4})
     tags, emb = _features()
     torch.manual_seed(0)
     a = SeedCTR(cfg, SMALL_DIMS)
     a.items.load_item_features(tags, emb)
+    fit_items(a.items, seed=0)
     torch.manual_seed(7)
     b = SeedCTR(cfg, SMALL_DIMS)
-    b.items.load_item_features(tags, emb)  # fits its own codebooks
+    b.items.load_item_features(tags, emb)
+    fit_items(b.items, seed=7)  # fits its own codebooks
+    assert not torch.equal(b.items.sid_books, a.items.sid_books)
     b.load_state_dict(a.state_dict())  # then takes a's: the codes must follow
     assert torch.equal(b.items.sid_codes, a.items.sid_codes)
 
@@ -156,14 +162,15 @@ def test_positions_make_the_order_of_older_items_count() -> None:
 
 
 def test_switches_are_checked() -> None:
-    with pytest.raises(ValueError, match="sid_codes must be >= 2"):
-        ModelConfig(semantic_ids=True, sid_codes=1)
-    with pytest.raises(ValueError, match="sid_levels must be >= 1"):
-        ModelConfig(sid_levels=0)
-    with pytest.raises(ValueError, match="id_init must be 'random' or 'mm'"):
-        ModelConfig(id_init="pca")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="DIN has none"):
-        ModelConfig(kind="din", positions=True)
+    with pytest.raises(ValueError, match=r"model\.beyond\.sid_codes must be >= 2"):
+        BeyondConfig(semantic_ids=True, sid_codes=1)
+    with pytest.raises(ValueError, match=r"model\.beyond\.sid_levels must be >= 1"):
+        BeyondConfig(sid_levels=0)
+    with pytest.raises(ValueError, match=r"model\.beyond\.id_init must be 'random' or 'mm'"):
+        BeyondConfig(id_init="pca")  # type: ignore[arg-type]
+    # similarity and positions belong to the Transformer's section, which DIN does not take
+    with pytest.raises(ValueError, match=r"model.kind = 'din' takes \[model.din\] keys"):
+        ModelConfig(kind="din", kind_section=TargetTransformerConfig(positions=True))
 
 
 def test_training_with_every_switch_resumes_and_loads_identically(
@@ -175,9 +182,17 @@ def test_training_with_every_switch_resumes_and_loads_identically(
     config = tiny_config.with_overrides(
         ["train.epochs=2", "train.patience=2", *(f"model.{k}={v}" for k, v in ALL.items())]
     )
-    lines: list[str] = []
-    whole = mmctr.train(tiny_data_master, config, tmp_path / "whole", log=lines.append)
-    assert any("fitted the item-table switches" in line for line in lines)
+    from mmctr.training import run
+
+    fits: list[int] = []  # fit_items calls: a fresh run fits, a resumed one never refits
+
+    def counted_fit(*args: Any, **kwargs: Any) -> bool:
+        fits.append(1)
+        return fit_items(*args, **kwargs)
+
+    monkeypatch.setattr(run, "fit_items", counted_fit)
+    whole = mmctr.train(tiny_data_master, config, tmp_path / "whole", log=lambda _: None)
+    assert len(fits) == 1
     real_epoch = epochs.train_epoch
 
     def crash_in_epoch_2(*args: Any) -> float:
@@ -189,15 +204,15 @@ def test_training_with_every_switch_resumes_and_loads_identically(
     with pytest.raises(KeyboardInterrupt):
         mmctr.train(tiny_data_master, config, tmp_path / "killed", log=lambda _: None)
     monkeypatch.setattr(epochs, "train_epoch", real_epoch)
-    resumed_lines: list[str] = []
+    fits.clear()
     resumed = mmctr.train(
-        tiny_data_master, config, tmp_path / "killed", resume=True, log=resumed_lines.append
+        tiny_data_master, config, tmp_path / "killed", resume=True, log=lambda _: None
     )
-    assert not any("fitted" in line for line in resumed_lines)  # the codebooks come back
+    assert not fits  # the codebooks come back
     assert stable(resumed.history) == stable(whole.history)
     a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["weights"]
     b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["weights"]
     assert "items.sid_books" in a and all(torch.equal(a[k], b[k]) for k in a)
     # a loaded run scores what training validated
     scorer = mmctr.load_run(tmp_path / "whole", tiny_data_master)
-    assert scorer.evaluate("valid")["auc"] == pytest.approx(whole.best_valid["auc"], rel=1e-6)
+    assert scorer.evaluate("valid")["auc"] == pytest.approx(whole.best_valid.auc, rel=1e-6)

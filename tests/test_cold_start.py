@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import torch
-from model_helpers import left_padded_batch, with_loud_weights
+from model_helpers import left_padded_batch, model_config, with_loud_weights
 
-from mmctr.config import ModelConfig
 from mmctr.model import DataDims, SeedCTR
 
 DIMS = DataDims(
     num_items=50, num_tags=20, tags_per_item=3, emb_dim=12, context_vocab_sizes=(11, 11)
 )
-CFG = ModelConfig(id_dim=4, tag_dim=4, mm_dim=4, context_dim=2, max_len=20, first_k=3,
-                  ff_dim=8, deep_mlp=(16,), pred_mlp=(8,))  # fmt: skip
+CFG = model_config(id_dim=4, tag_dim=4, mm_dim=4, context_dim=2, max_len=20, first_k=3,
+                   ff_dim=8, deep_mlp=(16,), pred_mlp=(8,))  # fmt: skip
 
 
 def model() -> SeedCTR:

@@ -8,6 +8,7 @@ import pytest
 
 from mmctr.config import Config, load_config, preset_names
 from mmctr.errors import ConfigError
+from mmctr.model import TargetTransformerConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -15,10 +16,11 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_paper_preset_is_the_paper_configuration() -> None:
     cfg = load_config(CONFIGS / "paper.toml")
     m, t = cfg.model, cfg.train
+    s = m.section(TargetTransformerConfig)
     assert (m.id_dim, m.tag_dim, m.mm_dim, m.context_dim) == (64, 64, 128, 64)
-    assert (m.max_len, m.num_layers, m.num_heads, m.ff_dim, m.first_k) == (100, 2, 1, 256, 16)
-    assert m.deep_mlp == (1024, 512, 256) and m.pred_mlp == (64, 32) and m.num_cross_layers == 3
-    assert m.mask == "correct" and m.target_concat and m.max_pool
+    assert (m.max_len, s.num_layers, s.num_heads, s.ff_dim, s.first_k) == (100, 2, 1, 256, 16)
+    assert s.deep_mlp == (1024, 512, 256) and s.pred_mlp == (64, 32) and s.num_cross_layers == 3
+    assert s.mask == "correct" and s.target_concat and s.max_pool
     assert (t.lr, t.batch_size, t.epochs, t.patience, t.seed) == (5e-4, 128, 100, 5, 20242025)
     assert (t.lr_decay, t.min_lr, t.grad_clip, t.weight_decay) == (0.1, 1e-6, 10.0, 0.0)
     assert cfg == Config().with_overrides(
@@ -50,8 +52,8 @@ def test_a_file_wins_over_a_preset_and_unknown_names_list_the_presets(
 
 def test_diff_names_each_changed_key() -> None:
     a = load_config("cpu")
-    b = a.with_overrides(["train.lr=0.01", "model.first_k=2"])
-    assert a.diff(b) == ["model.first_k: 4 -> 2", "train.lr: 0.001 -> 0.01"]
+    b = a.with_overrides(["train.lr=0.01", "model.target_transformer.first_k=2"])
+    assert a.diff(b) == ["model.target_transformer.first_k: 4 -> 2", "train.lr: 0.001 -> 0.01"]
     assert a.diff(a) == []
 
 
@@ -60,16 +62,17 @@ def test_overrides_are_parsed_by_field_type() -> None:
         [
             "train.lr=1e-3",
             "train.epochs=3",
-            "model.use_sequence=false",
-            "model.deep_mlp=[64, 32]",
-            "model.mask=released",
+            "model.target_transformer.use_sequence=false",
+            "model.target_transformer.deep_mlp=[64, 32]",
+            "model.target_transformer.mask=released",
             "data.context_cols=a,b",
             "data.context_vocab_sizes=3,4",
         ]
     )
     assert cfg.train.lr == 1e-3 and cfg.train.epochs == 3
-    assert cfg.model.use_sequence is False and cfg.model.deep_mlp == (64, 32)
-    assert cfg.model.mask == "released"
+    s = cfg.model.section(TargetTransformerConfig)
+    assert s.use_sequence is False and s.deep_mlp == (64, 32)
+    assert s.mask == "released"
     assert cfg.data.context_cols == ("a", "b") and cfg.data.context_vocab_sizes == (3, 4)
     assert Config().with_overrides(["data.context_cols="]).data.context_cols == ()
 
@@ -81,9 +84,9 @@ def test_overrides_are_parsed_by_field_type() -> None:
         ("nope.lr=1", "unknown section 'nope'"),
         ("train.learning_rate=1", "unknown key train.learning_rate"),
         ("train.epochs=three", "not a valid int"),
-        ("model.use_cross=maybe", "not a valid bool"),
-        ("model.mask=inverted", "model.mask"),
-        ("model.first_k=200", "first_k (200) cannot exceed model.max_len (100)"),
+        ("model.target_transformer.use_cross=maybe", "not a valid bool"),
+        ("model.target_transformer.mask=inverted", "model.target_transformer.mask"),
+        ("model.target_transformer.first_k=200", "first_k (200) cannot exceed model.max_len (100)"),
         ("train.lr=-1", "train.lr must be > 0"),
     ],
 )
@@ -111,5 +114,5 @@ def test_bad_files(tmp_path: Path) -> None:
 
 
 def test_round_trip_through_dict() -> None:
-    cfg = load_config(CONFIGS / "cpu.toml", ["model.mask=released"])
+    cfg = load_config(CONFIGS / "cpu.toml", ["model.target_transformer.mask=released"])
     assert Config.from_dict(cfg.to_dict()) == cfg

@@ -147,3 +147,11 @@ def test_an_experiment_kept_from_mmctr_0_1_resumes_with_the_same_configs(tmp_pat
     plan = ablation_plan(load_config("converge"), None, seeds=3, variants=variants.split(","))
     check_runs(plan, tmp_path, None)
     assert len(list((tmp_path / "runs").iterdir())) >= 7
+
+
+def test_set_may_change_the_kind_and_then_sets_its_keys() -> None:
+    config = load_config("cpu", ["model.kind=din", "model.din.mlp=8"])
+    assert config.model.kind == "din" and config.model.kind_section.mlp == (8,)
+    assert config.model.max_len == 20  # the shared keys stay the preset's
+    with pytest.raises(ConfigError, match=r"\[model.target_transformer\] holds the keys"):
+        load_config("cpu", ["model.target_transformer.first_k=2", "model.kind=din"])

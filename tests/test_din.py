@@ -7,37 +7,46 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_helpers import left_padded_batch, with_loud_weights
+from model_helpers import left_padded_batch, model_config, with_loud_weights
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmctr.config import Config, load_config
 from mmctr.data import load_dataset
-from mmctr.model import DIN, DataDims, ModelConfig, build_model, macs_per_sample, parameter_counts
+from mmctr.model import (
+    DIN,
+    PLAIN,
+    DataDims,
+    DINConfig,
+    build_model,
+    macs_per_sample,
+    parameter_counts,
+)
 from mmctr.training import checkpoint as ckpt
-from mmctr.training import inference, loop
+from mmctr.training import inference, loop, run
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DIMS = DataDims(
     num_items=60, num_tags=12, tags_per_item=5, emb_dim=16, context_vocab_sizes=(11, 11)
 )
-TINY = ModelConfig(
-    kind="din",
-    id_dim=8,
-    tag_dim=8,
-    mm_dim=8,
-    context_dim=4,
-    max_len=20,
-    din_attention_mlp=(16,),
-    din_mlp=(32,),
-)
+TINY_FLAT: dict[str, object] = {
+    "kind": "din",
+    "id_dim": 8,
+    "tag_dim": 8,
+    "mm_dim": 8,
+    "context_dim": 4,
+    "max_len": 20,
+    "din_attention_mlp": (16,),
+    "din_mlp": (32,),
+}
+TINY = model_config(**TINY_FLAT)
 TINY_DIN_OVERRIDES = [
     "model.id_dim=8",
     "model.tag_dim=8",
     "model.mm_dim=8",
     "model.context_dim=4",
     "model.max_len=12",
-    "model.din_attention_mlp=16,8",
-    "model.din_mlp=32,16",
+    "model.din.attention_mlp=16,8",
+    "model.din.mlp=32,16",
     "train.batch_size=256",
     "train.eval_batch_size=512",
     "train.epochs=1",
@@ -45,9 +54,14 @@ TINY_DIN_OVERRIDES = [
 ]
 
 
+PATHS = ("trim_padding", "pack_tokens")  # execution, not config: set on the built model
+
+
 def din(**changes: object) -> DIN:
     torch.manual_seed(0)
-    model = DIN(ModelConfig(**{**TINY.__dict__, **changes}), DIMS)  # type: ignore[arg-type]
+    paths = {key: bool(changes.pop(key)) for key in PATHS if key in changes}
+    model = DIN(model_config(**{**TINY_FLAT, **changes}), DIMS)
+    model.set_execution(model.execution.replace(**paths))
     return with_loud_weights(model, DIMS)
 
 
@@ -60,7 +74,7 @@ def test_factory_builds_din_and_the_preset_is_the_baseline() -> None:
     cfg = load_config(CONFIGS / "din.toml")
     m, t = cfg.model, cfg.train
     assert m.kind == "din" and (m.id_dim, m.tag_dim, m.context_dim, m.max_len) == (64, 64, 64, 64)
-    assert m.din_batch_norm and not m.din_softmax
+    assert m.section(DINConfig).batch_norm and not m.section(DINConfig).softmax
     assert (t.lr, t.batch_size, t.patience) == (1e-3, 8192, 3)
 
 
@@ -111,11 +125,13 @@ def test_padding_is_invisible_and_gets_zero_weight() -> None:
 
 
 def test_trimmed_and_packed_paths_are_exact() -> None:
-    plain = din(trim_padding=False, pack_tokens=False).double()
-    fast = din().double()
+    model = din().double()  # trimming and packing: its own execution
+    assert model.execution.trim_padding and model.execution.pack_tokens
     for lengths in ([3, 5, 8], [20, 1, 7], [0, 0, 2], [0, 0, 0]):
         history, target, context = batch(lengths)
-        a, b = fast(history, target, context), plain(history, target, context)
+        a = model(history, target, context)
+        with model.executing(PLAIN):
+            b = model(history, target, context)
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-10), lengths
 
 
@@ -140,14 +156,16 @@ def test_trains_through_fit_and_reloads_to_the_same_predictions(
     config = load_config(CONFIGS / "din.toml", TINY_DIN_OVERRIDES)
     config = Config(data=Config().data, model=config.model, train=config.train)
     data = load_dataset(tiny_data_master, config.data, ("train", "valid"))
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, ckpt.dims_of(data.schema))
-    result = loop.fit(model, data, config, tmp_path / "run", progress=False, log=lambda _: None)
-    assert result.epochs_run == 1 and np.isfinite(result.best_valid["auc"])
+    model = run.new_model(config, data.schema, data.items)
+    out = ckpt.RunDir(tmp_path / "run")
+    result = loop.fit(model, data, config, out, progress=False, log=lambda _: None)
+    assert result.epochs_run == 1 and np.isfinite(result.best_valid.auc)
     expected = inference.predict_probs(model, data["valid"], 512)
     trained = ckpt.load_trained(tmp_path / "run")
     assert isinstance(trained.model, DIN)
     inference.attach_items(trained.model, data.items)
     probs = inference.predict_probs(trained.model, data["valid"], 97)
     assert np.allclose(probs, expected, atol=1e-6)
-    assert inference.evaluate(trained.model, data["valid"], 512) == pytest.approx(result.best_valid)
+    assert inference.evaluate(trained.model, data["valid"], 512) == pytest.approx(
+        result.best_valid.to_dict()
+    )

@@ -26,8 +26,10 @@ from mmctr.experiments.plan import Plan
 from mmctr.experiments.report import markdown, summarise
 from mmctr.experiments.rows import BUCKET_COLUMNS, COLUMNS, METRIC_COLUMNS, RunRow
 from mmctr.experiments.runner import eta_seconds, format_duration
+from mmctr.model import TargetTransformerConfig
 from mmctr.training import epoch as epochs
-from mmctr.training import loop
+from mmctr.training import run as runs
+from mmctr.training.summary import RunSummary
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -37,8 +39,8 @@ TINY_DIN = [
     "model.mm_dim=8",
     "model.context_dim=4",
     "model.max_len=12",
-    "model.din_attention_mlp=16",
-    "model.din_mlp=16",
+    "model.din.attention_mlp=16",
+    "model.din.mlp=16",
     "train.batch_size=256",
 ]
 
@@ -90,7 +92,8 @@ def test_ablation_end_to_end(
         test_rows = sum(int(n) for n in row["test_bucket_rows"].split("/"))
         assert test_rows == pq.read_metadata(tiny_data_master / "test.parquet").num_rows
     beyond = json.loads((out / "runs" / "beyond-all-seed0" / "config.json").read_text())
-    assert beyond["model"]["semantic_ids"] and beyond["model"]["positions"]
+    assert beyond["model"]["beyond"]["semantic_ids"]
+    assert beyond["model"]["target_transformer"]["positions"]
     din_config = json.loads((out / "runs" / "din-seed0" / "config.json").read_text())
     assert din_config["model"]["kind"] == "din"
     assert din_config["train"]["epochs"] == 2 and din_config["train"]["seed"] == 7
@@ -125,13 +128,13 @@ def test_resume_reruns_nothing_that_finished(
     monkeypatch.setattr(epochs, "train_epoch", real_epoch)
     assert [r["run"] for r in read_csv(tmp_path / "results.csv")] == ["full-seed0"]
 
-    real_fit, fits = loop.fit, []
+    real_fit, fits = runs.fit, []
 
-    def counting_fit(*args: Any, **kwargs: Any) -> loop.FitResult:
-        fits.append((args[3], kwargs["resume"]))
+    def counting_fit(*args: Any, **kwargs: Any) -> RunSummary:
+        fits.append((args[3].root, kwargs["resume"]))
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "fit", counting_fit)
+    monkeypatch.setattr(runs, "fit", counting_fit)
     lines: list[str] = []
     result = run_experiment(plan, tiny_data_master, tmp_path, log=lines.append)
     assert fits == [(tmp_path / "runs" / "no-transformer-seed0", True)]
@@ -148,14 +151,14 @@ def test_resume_reruns_nothing_that_finished(
 def test_a_failed_run_is_recorded_and_the_others_finish(
     tiny_data_master: Path, tiny_config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_build = runner_module.build_model
+    real_build = runs.build_model
 
     def broken_without_transformer(cfg: Any, dims: Any) -> Any:
-        if not cfg.use_sequence:
+        if not cfg.section(TargetTransformerConfig).use_sequence:
             raise RuntimeError("simulated crash\nsecond line")
         return real_build(cfg, dims)
 
-    monkeypatch.setattr(runner_module, "build_model", broken_without_transformer)
+    monkeypatch.setattr(runs, "build_model", broken_without_transformer)
     out = tmp_path / "exp"
     args = ["experiment", "ablation", "--data", tiny_data_master, "--config", tiny_config_file]
     args += ["--out", out, "--variants", "no-transformer,full", "--quick"]
@@ -169,7 +172,7 @@ def test_a_failed_run_is_recorded_and_the_others_finish(
     assert "simulated crash" in (out / "runs" / "no-transformer-seed0" / "error.log").read_text()
     assert "(1 failed)" in (out / "results.md").read_text()
     assert (out / "ablation.png").exists()
-    monkeypatch.setattr(runner_module, "build_model", real_build)
+    monkeypatch.setattr(runs, "build_model", real_build)
     assert cli(*args) == 0  # the failed run is retried, the finished one read back
     assert not (out / "runs" / "no-transformer-seed0" / "error.log").exists()
 
@@ -179,12 +182,13 @@ def test_sweep_of_two_values_and_bad_values_up_front(
 ) -> None:
     out = tmp_path / "sweep"
     args = ["experiment", "sweep", "--data", tiny_data_master, "--config", tiny_config_file]
-    with pytest.raises(ConfigError, match=r"model.first_k=13 cannot run .*cannot exceed"):
-        cli(*args, "--out", out, "--param", "model.first_k", "--values", "2,13")
+    param = "model.target_transformer.first_k"
+    with pytest.raises(ConfigError, match=rf"{param}=13 cannot run .*cannot exceed"):
+        cli(*args, "--out", out, "--param", param, "--values", "2,13")
     assert not out.exists(), "nothing may run before every value is checked"
     with pytest.raises(ConfigError, match=r"unknown key model\.nope"):
         cli(*args, "--out", out, "--param", "model.nope", "--values", "1")
-    code = cli(*args, "--out", out, "--param", "model.first_k", "--values", "1,4", "--quick")
+    code = cli(*args, "--out", out, "--param", param, "--values", "1,4", "--quick")
     assert code == 0
     rows = read_csv(out / "results.csv")
     assert [(r["variant"], r["value"], r["run"]) for r in rows] == [
@@ -192,9 +196,9 @@ def test_sweep_of_two_values_and_bad_values_up_front(
         ("first_k=4", "4", "first_k=4-seed0"),
     ]
     saved = json.loads((out / "runs" / "first_k=4-seed0" / "config.json").read_text())
-    assert saved["model"]["first_k"] == 4 and saved["train"]["epochs"] == 1
+    assert saved["model"]["target_transformer"]["first_k"] == 4 and saved["train"]["epochs"] == 1
     table = (out / "results.md").read_text()
-    assert "Sweep of `model.first_k`" in table and "in sweep order" in table
+    assert f"Sweep of `{param}`" in table and "in sweep order" in table
     assert (out / "sweep.png").read_bytes().startswith(PNG_MAGIC)
 
 
@@ -229,8 +233,10 @@ def test_plans_seeds_din_settings_and_errors(tiny_config: Config) -> None:
     assert plan.jobs[2].config.model.mm_projection == "none"
     assert len(ablation_plan(tiny_config, din).jobs) == 10  # the paper's rows, not BEYOND's
     beyond = ablation_plan(tiny_config, None, variants=["semantic-ids", "mm-id-init"])
-    assert beyond.jobs[0].config.model.semantic_ids and not beyond.jobs[0].config.model.positions
-    assert beyond.jobs[1].config.model.id_init == "mm"
+    first_beyond = beyond.jobs[0].config.model
+    assert first_beyond.beyond.semantic_ids
+    assert not first_beyond.section(TargetTransformerConfig).positions
+    assert beyond.jobs[1].config.model.beyond.id_init == "mm"
     with pytest.raises(ConfigError, match="unknown variant 'nope'"):
         ablation_plan(tiny_config, din, variants=["nope"])
     with pytest.raises(ConfigError, match="need --din-config"):

@@ -18,7 +18,7 @@ from mmctr.config import Config
 from mmctr.errors import ConfigError
 from mmctr.experiments import ablation_plan, cold, parallel
 from mmctr.experiments import runner as runner_module
-from mmctr.training import loop
+from mmctr.training import run as runs
 
 Experiment = Callable[..., int]
 
@@ -51,7 +51,7 @@ def test_held_out_items_train_without_them_and_resume(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "exp"
-    real_fit, seen = loop.fit, dict[str, Any]()
+    real_fit, seen = runs.fit, dict[str, Any]()
 
     def watching_fit(model: Any, data: Any, *args: Any, **kwargs: Any) -> Any:
         seen.update(train=data["train"].target, valid=data["valid"].target)
@@ -60,7 +60,7 @@ def test_held_out_items_train_without_them_and_resume(
         seen["rows_after"] = model.items.id_rows.clone()
         return result
 
-    monkeypatch.setattr(loop, "fit", watching_fit)
+    monkeypatch.setattr(runs, "fit", watching_fit)  # what the run owner trains with
     assert experiment(out, "--held-out-items", "0.2") == 0
     saved = json.loads((out / cold.HELD_OUT_FILE).read_text())
     held = np.array(saved["ids"])

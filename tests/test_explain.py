@@ -14,11 +14,11 @@ from mmctr.cli import explain as explain_cli
 from mmctr.config import Config, load_config
 from mmctr.data import load_dataset, make_batch
 from mmctr.errors import ConfigError
-from mmctr.model import SeedCTR, build_model
+from mmctr.model import SeedCTR
 from mmctr.model.attention_maps import capture_attention
 from mmctr.training import checkpoint as ckpt
+from mmctr.training import run as runs
 from mmctr.training.inference import attach_items
-from mmctr.training.loop import fit
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -36,9 +36,7 @@ def cli(*args: str | Path) -> int:
 def train_one_epoch(data_dir: Path, config: Config, run_dir: Path) -> Path:
     config = config.with_overrides(["train.epochs=1"])
     data = load_dataset(data_dir, config.data, ("train", "valid"))
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, ckpt.dims_of(data.schema))
-    fit(model, data, config, run_dir, progress=False, log=lambda _: None)
+    runs.train(data, config, run_dir, progress=False, log=lambda _: None)
     return run_dir
 
 
@@ -53,12 +51,14 @@ def test_capture_keeps_outputs_and_attends_to_real_items_only(
     attach_items(model, data.items)
     model.eval()
     batch = make_batch(data["valid"], slice(0, 64))
+    execution = model.execution
     with torch.inference_mode():
         plain = model(batch.history, batch.target, batch.context)
         with capture_attention(model) as recorder:
             captured = model(batch.history, batch.target, batch.context)
     assert torch.allclose(captured, plain, atol=1e-5)
     assert model.cfg == trained.config.model, "the config is restored after capture"
+    assert model.execution == execution, "and so is the execution"
     attention = recorder.stacked()  # (B, layers, H, L, L)
     assert attention.shape == (64, 2, 1, 12, 12)
     window = batch.history[:, -trained.config.model.max_len :]  # the 12 positions it reads
@@ -104,7 +104,7 @@ def test_explain_din_weights_and_refusals(
         CONFIGS / "din.toml",
         [
             *("model.id_dim=8", "model.tag_dim=8", "model.mm_dim=8", "model.context_dim=4"),
-            *("model.din_attention_mlp=8", "model.din_mlp=8", "train.batch_size=512"),
+            *("model.din.attention_mlp=8", "model.din.mlp=8", "train.batch_size=512"),
         ],
     )
     din = Config(data=tiny_config.data, model=din.model, train=din.train)
@@ -117,11 +117,13 @@ def test_explain_din_weights_and_refusals(
     assert weights.shape == history.shape == (3, 64)
     assert np.all(weights[history == 0] == 0.0) and np.any(weights[history != 0] != 0.0)
     assert (out / "row-2.png").read_bytes().startswith(PNG_MAGIC)
-    with pytest.raises(ConfigError, match="--compare-mask applies to the seed model"):
+    with pytest.raises(ConfigError, match="--compare-mask applies to the target-aware Transformer"):
         cli("explain", "--run", run, "--data", tiny_data_master, "--rows", "1",
             "--out", out, "--compare-mask")  # fmt: skip
     flat = train_one_epoch(
-        tiny_data_master, tiny_config.with_overrides(["model.use_sequence=false"]), tmp_path / "f"
+        tiny_data_master,
+        tiny_config.with_overrides(["model.target_transformer.use_sequence=false"]),
+        tmp_path / "f",
     )
     with pytest.raises(ConfigError, match="no attention over the history"):
         cli("explain", "--run", flat, "--data", tiny_data_master, "--rows", "1", "--out", out)

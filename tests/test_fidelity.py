@@ -7,33 +7,34 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import model_config
 
 from mmctr.config.train import TrainConfig
-from mmctr.model import DataDims, ModelConfig, SeedCTR
+from mmctr.model import DataDims, SeedCTR
 from mmctr.model.encoder import EncoderLayer
 from mmctr.training.epoch import train_step
 
 DIMS = DataDims(
     num_items=200, num_tags=30, tags_per_item=5, emb_dim=64, context_vocab_sizes=(11, 11)
 )
-CFG = ModelConfig(
-    id_dim=32,
-    tag_dim=32,
-    mm_dim=64,
-    context_dim=8,
-    max_len=10,
-    first_k=2,
-    ff_dim=32,
-    deep_mlp=(32,),
-    pred_mlp=(16,),
-    seq_dropout=0.0,
-    deep_dropout=0.0,
-)
+CFG: dict[str, object] = {  # the flat keys of mmctr 0.1's [model]
+    "id_dim": 32,
+    "tag_dim": 32,
+    "mm_dim": 64,
+    "context_dim": 8,
+    "max_len": 10,
+    "first_k": 2,
+    "ff_dim": 32,
+    "deep_mlp": (32,),
+    "pred_mlp": (16,),
+    "seq_dropout": 0.0,
+    "deep_dropout": 0.0,
+}
 
 
 def model(**changes: object) -> SeedCTR:
     torch.manual_seed(0)
-    m = SeedCTR(ModelConfig(**{**CFG.__dict__, **changes}), DIMS)  # type: ignore[arg-type]
+    m = SeedCTR(model_config(**{**CFG, **changes}), DIMS)
     g = torch.Generator().manual_seed(1)
     tags = torch.randint(1, DIMS.num_tags, (DIMS.num_items, DIMS.tags_per_item), generator=g)
     emb = torch.randn(DIMS.num_items, DIMS.emb_dim, generator=g)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
-from model_helpers import left_padded_batch, with_loud_weights
+from model_helpers import left_padded_batch, model_config, with_loud_weights
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmctr.config import Config
-from mmctr.model import DataDims, ModelConfig, SeedCTR, macs_per_sample, parameter_counts
+from mmctr.model import (
+    PLAIN,
+    DataDims,
+    Execution,
+    ModelConfig,
+    SeedCTR,
+    TargetTransformerConfig,
+    macs_per_sample,
+    parameter_counts,
+)
 from mmctr.model.base import CTRModel
 from mmctr.model.layers import MLP, CrossNetwork
 from mmctr.model.packing import bucket_widths, plan_layout
@@ -21,23 +32,26 @@ CHALLENGE = DataDims(
 SMALL_DIMS = DataDims(
     num_items=60, num_tags=12, tags_per_item=5, emb_dim=16, context_vocab_sizes=(11, 11)
 )
-SMALL = ModelConfig(
-    id_dim=8,
-    tag_dim=8,
-    mm_dim=8,
-    context_dim=4,
-    max_len=20,
-    first_k=4,
-    ff_dim=16,
-    deep_mlp=(32, 16),
-    pred_mlp=(16,),
-)
+SMALL_FLAT: dict[str, object] = {
+    "id_dim": 8,
+    "tag_dim": 8,
+    "mm_dim": 8,
+    "context_dim": 4,
+    "max_len": 20,
+    "first_k": 4,
+    "ff_dim": 16,
+    "deep_mlp": (32, 16),
+    "pred_mlp": (16,),
+}
+SMALL = model_config(**SMALL_FLAT)
+PATHS = ("trim_padding", "pack_tokens")  # execution, not config: set on the built model
 
 
 def small_model(**changes: object) -> SeedCTR:
     torch.manual_seed(0)
-    cfg = ModelConfig(**{**SMALL.__dict__, **changes})  # type: ignore[arg-type]
-    model = SeedCTR(cfg, SMALL_DIMS)
+    paths = {key: bool(changes.pop(key)) for key in PATHS if key in changes}
+    model = SeedCTR(model_config(**{**SMALL_FLAT, **changes}), SMALL_DIMS)
+    model.set_execution(model.execution.replace(**paths))
     return with_loud_weights(model, SMALL_DIMS)
 
 
@@ -125,8 +139,10 @@ def test_fast_paths_are_exact_under_the_correct_mask(
     trim: bool, pack: bool, extra: dict[str, object]
 ) -> None:
     # float64, so that the only possible difference is a real one, not summation order
-    fast = small_model(trim_padding=trim, pack_tokens=pack, **extra).double()
-    plain = small_model(trim_padding=False, pack_tokens=False, **extra).double()
+    fast = small_model(**extra).double()
+    plain = copy.deepcopy(fast)  # the same weights, computed the plain way
+    fast.set_execution(Execution(trim_padding=trim, pack_tokens=pack))
+    plain.set_execution(PLAIN)
     mixed = [2, 2, 2, 5, 6, 6, 0, 20, 13, 1, 12, 3, 9, 9, 17]  # dense and padded buckets
     for lengths in ([3, 5, 8], [20, 1, 7], [3, 2, 1], [0, 4, 2], [0, 0], mixed, mixed[:-1]):
         history, target, context = batch(lengths)
@@ -263,10 +279,10 @@ def test_factory_builds_the_seed_model_unless_din_is_asked_for() -> None:
     from mmctr.model import DIN, build_model
 
     assert type(build_model(SMALL, SMALL_DIMS)) is SeedCTR
-    din = ModelConfig(**{**SMALL.__dict__, "kind": "din", "max_len": 2})  # first_k is not DIN's
+    din = model_config(**{**SMALL_FLAT, "kind": "din", "max_len": 2})  # first_k is not DIN's
     assert type(build_model(din, SMALL_DIMS)) is DIN
-    with pytest.raises(ValueError, match="released' applies to the seed model"):
-        ModelConfig(kind="din", mask="released")
+    with pytest.raises(ValueError, match=r"takes \[model.din\] keys"):
+        ModelConfig(kind="din", kind_section=TargetTransformerConfig(mask="released"))
 
 
 @pytest.mark.parametrize(

@@ -13,21 +13,19 @@ import torch
 from mmctr.config import Config
 from mmctr.data import load_dataset
 from mmctr.errors import CheckpointError, ConfigError
-from mmctr.model import SeedCTR
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import epoch as epochs
-from mmctr.training import inference
-from mmctr.training.loop import FitResult, fit
+from mmctr.training import inference, run
 from mmctr.training.state import TrainState
+from mmctr.training.summary import RunSummary
 
 STABLE = ("epoch", "train_loss", "valid_auc", "valid_logloss", "valid_gauc", "lr", "improved")
 
 
-def train(data_dir: Path, config: Config, run_dir: Path, *, resume: bool = False) -> FitResult:
+def train(data_dir: Path, config: Config, run_dir: Path, *, resume: bool = False) -> RunSummary:
     data = load_dataset(data_dir, config.data, ("train", "valid"))
-    torch.manual_seed(config.train.seed)
-    model = SeedCTR(config.model, ckpt.dims_of(data.schema))
-    return fit(model, data, config, run_dir, resume=resume, progress=False, log=lambda _: None)
+    trained = run.train(data, config, run_dir, resume=resume, progress=False, log=lambda _: None)
+    return trained.summary
 
 
 def stable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -37,21 +35,21 @@ def stable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_trains_and_writes_its_run_directory(
     tiny_data_master: Path, tiny_config: Config, tmp_path: Path
 ) -> None:
-    run = tmp_path / "run"
-    result = train(tiny_data_master, tiny_config.with_overrides(["train.epochs=3"]), run)
+    out = tmp_path / "run"
+    result = train(tiny_data_master, tiny_config.with_overrides(["train.epochs=3"]), out)
     # on the tiny set, seeds 7-9 reach 0.554-0.611; chance is 0.5 (std about 0.02 at this size)
-    assert result.best_valid["auc"] > 0.54, "the planted signal should show within 3 epochs"
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert result.best_valid.auc > 0.54, "the planted signal should show within 3 epochs"
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == list(range(1, result.epochs_run + 1))
     assert lines[0]["train_loss"] > lines[-1]["train_loss"]
-    summary = json.loads((run / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and summary["best_epoch"] == result.best_epoch
-    saved = json.loads((run / "config.json").read_text())
+    saved = json.loads((out / "config.json").read_text())
     assert Config.from_dict(saved) == tiny_config.with_overrides(["train.epochs=3"])
-    assert not list(run.glob(".*.tmp")), "no temporary files are left behind"
-    state = TrainState.from_dict(json.loads((run / "state.json").read_text()), source="state.json")
+    assert not list(out.glob(".*.tmp")), "no temporary files are left behind"
+    state = TrainState.from_dict(json.loads((out / "state.json").read_text()), source="state.json")
     assert state.epoch == result.epochs_run and state.best_epoch == result.best_epoch
-    assert state.history == lines and state.best_auc == result.best_valid["auc"]
+    assert state.history == lines and state.best_auc == result.best_valid.auc
 
 
 def test_same_seed_same_run(tiny_data_master: Path, tiny_config: Config, tmp_path: Path) -> None:
@@ -172,7 +170,7 @@ def test_bf16_autocast_trains_on_cpu(
 ) -> None:
     config = tiny_config.with_overrides(["train.epochs=1", "train.precision=bf16"])
     result = train(tiny_data_master, config, tmp_path / "run")
-    assert np.isfinite(result.history[0]["train_loss"]) and result.best_valid["auc"] > 0.5
+    assert np.isfinite(result.history[0]["train_loss"]) and result.best_valid.auc > 0.5
 
 
 def test_device_choice_is_checked() -> None:
@@ -191,14 +189,14 @@ def test_runs_saved_with_counters_still_resume(
     """state.pt of runs before TrainState kept the same fields as a ``counters`` dict."""
     config = tiny_config.with_overrides(["train.epochs=2", "train.patience=2"])
     whole = train(tiny_data_master, config, tmp_path / "whole")
-    run = ckpt.RunDir(tmp_path / "old")
-    train(tiny_data_master, config.with_overrides(["train.epochs=1"]), run.root)
-    saved = ckpt.load(run.state)
+    old = ckpt.RunDir(tmp_path / "old")
+    train(tiny_data_master, config.with_overrides(["train.epochs=1"]), old.root)
+    saved = ckpt.load(old.state)
     saved["counters"] = saved.pop("train_state")
-    ckpt.save(saved, run.state)
-    run.summary.unlink()
-    ckpt.write_config(run, config)
-    resumed = train(tiny_data_master, config, run.root, resume=True)
+    ckpt.save(saved, old.state)
+    old.summary.unlink()
+    ckpt.write_config(old, config)
+    resumed = train(tiny_data_master, config, old.root, resume=True)
     assert stable(resumed.history) == stable(whole.history)
     with pytest.raises(CheckpointError, match="training state lacks bad_epochs, best_auc"):
         TrainState.from_dict({"epoch": 1}, source="x")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 _SECTIONS: dict[str, type] = {}  # kind -> the frozen dataclass of its [model.<kind>] section
 _ALIASES: dict[str, str] = {}  # an older or shorter name -> the kind
-_FINDERS: list[Callable[[], None]] = []  # called once, on the first unknown kind
+_FINDERS: list[Callable[[], None]] = []  # called on a lookup of an unknown kind
 
 
 def register_kind(kind: str, section: type, *, aliases: tuple[str, ...] = ()) -> None:
@@ -28,8 +28,8 @@ def register_kind(kind: str, section: type, *, aliases: tuple[str, ...] = ()) ->
 
 
 def add_kind_finder(finder: Callable[[], None]) -> None:
-    """``finder`` registers kinds from elsewhere (plug-ins); it runs when a config names a
-    kind that is not registered yet, once."""
+    """``finder`` registers kinds from elsewhere (plug-ins); it runs whenever a config names
+    a kind that is not registered yet (so a plug-in named after an earlier miss is found)."""
     _FINDERS.append(finder)
 
 
@@ -37,8 +37,9 @@ def canonical_kind(name: str, *, strict: bool = True) -> str:
     """The registered kind ``name`` stands for (itself or what it is an alias of); ``strict``:
     one that is registered, after looking for plug-ins, else ValueError."""
     kind = _ALIASES.get(name, name)
-    while strict and kind not in _SECTIONS and _FINDERS:
-        _FINDERS.pop(0)()
+    if strict and kind not in _SECTIONS:
+        for finder in _FINDERS:
+            finder()
         kind = _ALIASES.get(name, name)
     if strict and kind not in _SECTIONS:
         raise ValueError(f"model.kind must be one of {', '.join(kind_names())}, got {name!r}")

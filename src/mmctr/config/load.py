@@ -63,13 +63,19 @@ class Config:
         """Apply ``section.key=value`` strings (``model.<kind>.key=value`` for a key of the
         model kind's own section), each value parsed by the field's type."""
         raw = self.to_dict()
+        written: set[str] = set()
         for item in overrides:
             path, sep, text = item.partition("=")
             keys = path.strip().split(".")
             if not sep or len(keys) < 2:
                 raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-3")
-            table, hint = _override_target(raw, keys, item)
-            table[keys[-1]] = parse_text(text.strip(), hint, ".".join(keys))
+            table, type_hint = _override_target(raw, keys, item)
+            table[keys[-1]] = parse_text(text.strip(), type_hint, ".".join(keys))
+            written.add(".".join(keys[:-1]))
+        kind = self.model.kind
+        new_kind = canonical_kind(str(raw["model"]["kind"]), strict=False)
+        if new_kind != kind and f"model.{kind}" not in written:
+            del raw["model"][kind]  # another kind: its own defaults, not this kind's keys
         return Config.from_dict(raw, source="--set")
 
 

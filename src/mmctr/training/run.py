@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,11 @@ def train(
     with run_lock(run.root) if world.is_main else contextlib.nullcontext():
         check_can_start(run.root, resume=resume)
         fresh = not (resume and run.state.exists())
+        t0 = time.perf_counter()
         model = new_model(config, data.schema, data.items, new_items=new_items, fit=fresh)
+        if fresh and model.items.needs_fit:
+            seconds = time.perf_counter() - t0
+            log(f"fitted the item-side switches (docs/beyond.md) in {seconds:.1f}s")
         log(f"model: {parameter_counts(model)['total']:,} parameters")
         summary = fit(model, data, config, run, resume=resume, progress=progress, log=log,
                       monitor=monitor)  # fmt: skip
