@@ -186,7 +186,8 @@ def other_schema(b: Bench) -> None:
 
 
 def low_cpu_level(b: Bench) -> None:
-    """The issue's case: one likes_level of 999 under configs/cpu.toml (vocabularies inferred)."""
+    """A context level far outside its vocabulary: one likes_level of 999 under
+    configs/cpu.toml (vocabularies inferred)."""
     cell("likes_level", 7, 999)(b.parquet(TRAIN))
     b.config = CPU
 

@@ -1,4 +1,5 @@
-"""Beyond the paper (issue 17): semantic IDs, multimodal id init, similarity and positions."""
+"""Beyond the paper (docs/beyond.md): semantic IDs, multimodal id init, similarity and
+positions."""
 
 from __future__ import annotations
 

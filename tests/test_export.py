@@ -22,7 +22,7 @@ from mmctr.errors import ConfigError
 from mmctr.export import export_run, fit_history
 
 ROWS = 300  # valid rows compared with predict
-TOL = 1e-5  # max |prob difference| allowed, as the issue asks
+TOL = 1e-5  # max |prob difference| allowed between an exported graph and predict
 
 
 @pytest.fixture(scope="module", params=["seed", "din"])
