@@ -53,7 +53,7 @@ def test_seed_is_an_alias_of_the_target_transformer(tmp_path: Path) -> None:
         ("[model]\ntrim_padding = false\n", "no longer a config key"),
         ("[model.din]\nmlp = [8]\n", r"\[model.din\] holds the keys of model.kind = 'din'"),
         ("[model.target_transformer]\nwidth = 3\n", "unknown key model.target_transformer.width"),
-        ('[model]\nkind = "qin"\n', "model.kind must be one of .*din.*target_transformer"),
+        ('[model]\nkind = "nope"\n', "model.kind must be one of .*din.*qin.*target_transformer"),
         ("[model.beyond]\nsid_codes = 1\n", r"model.beyond.sid_codes must be >= 2"),
         ("[model.target_transformer]\nmask = 'no'\n", "mask = 'no' is not a valid choice"),
         ("[model.target_transformer]\nseq_dropout = nan\n", "must be a finite number"),

@@ -12,6 +12,7 @@ from mmctr.model.cost import macs_per_sample, parameter_counts
 from mmctr.model.din import DIN, DINConfig
 from mmctr.model.factory import build_model, model_class, register_model
 from mmctr.model.item_fit import fit_items
+from mmctr.model.qin import QIN, QINConfig
 from mmctr.model.target_transformer import TargetTransformerConfig, TargetTransformerCTR
 
 SeedCTR = TargetTransformerCTR  # the name of mmctr 0.1
@@ -19,11 +20,13 @@ SeedCTR = TargetTransformerCTR  # the name of mmctr 0.1
 __all__ = [
     "DIN",
     "PLAIN",
+    "QIN",
     "CTRModel",
     "DINConfig",
     "DataDims",
     "Execution",
     "ModelConfig",
+    "QINConfig",
     "SeedCTR",
     "TargetTransformerCTR",
     "TargetTransformerConfig",
