@@ -71,7 +71,7 @@ def test_files_and_schema(tiny: tuple[Path, dict[str, Any]]) -> None:
         assert _is_list_of(schema.field("item_seq").type, pa.int64())
         assert pq.read_metadata(out / f"{split}.parquet").num_rows == n
     schema = pq.read_schema(out / "item_info.parquet")
-    assert schema.names == ["item_id", "item_tags", "item_emb_d128"]
+    assert schema.names == ["item_id", "item_tags", "item_emb_d128", "likes_level", "views_level"]
     assert schema.field("item_id").type == pa.int64()
     assert _is_list_of(schema.field("item_tags").type, pa.int64())
     assert _is_list_of(schema.field("item_emb_d128").type, pa.float32())

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmctr import items as new_items
 from mmctr.config import Config
 from mmctr.data import DataSchema, ItemTable, Split, load_dataset, target_counts
 from mmctr.errors import CheckpointError
-from mmctr.items import NEW_ITEMS_FILE, check_new_items, read_new_items
 from mmctr.model import CTRModel
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import distributed
@@ -96,11 +96,14 @@ class Scorer:
         )
         return data[name]
 
-    def predict(self, split: str | Split = "test", *, progress: bool = False) -> np.ndarray:
-        """Click probabilities of every row of a split (a name or a loaded one), in file order."""
+    def predict(
+        self, split: str | Split = "test", *, progress: bool = False, logits: bool = False
+    ) -> np.ndarray:
+        """Click probabilities of every row of a split (a name or a loaded one), in file order;
+        with ``logits`` the model's logits instead (what an ensemble averages)."""
         rows = self.split(split) if isinstance(split, str) else split
         batch_size = self.config.train.eval_batch_size
-        return predict_probs(self.model, rows, batch_size, progress=progress)
+        return predict_probs(self.model, rows, batch_size, progress=progress, logits=logits)
 
     def evaluate(self, split: str | Split = "valid") -> dict[str, float]:
         """AUC, logloss and gAUC on a labelled split (a name or a loaded one)."""
@@ -132,34 +135,30 @@ class Scorer:
         """Items this scorer knows: the trained ones and any new ones added since."""
         return self.model.items.num_items
 
-    def add_items(self, tags: Any, emb: Any) -> np.ndarray:
-        """Register new items (cold start): (M, T) tag ids and (M, D) frozen embeddings.
+    def add_items(self, tags: Any, emb: Any, levels: Any = None) -> np.ndarray:
+        """Register new items (cold start): (M, T) tag ids, (M, D) frozen embeddings and (M, C)
+        item features in ``schema.item_feature_cols`` order (None: all 0, unknown).
 
-        Returns their ids, the next free ones. They score from their tags and embedding with
-        the zero id row (``ItemEncoder``); nothing is written (``mmctr items add`` keeps them).
-        """
-        item_tags, emb_rows = check_new_items(
-            tags, emb, tags_per_item=self.schema.tags_per_item, num_tags=self.schema.num_tags,
-            emb_dim=self.schema.emb_dim, where="new items",
-        )  # fmt: skip
-        first = self.model.items.append_items(
-            torch.from_numpy(item_tags), torch.from_numpy(emb_rows)
-        )
-        return np.arange(first, first + len(item_tags))
+        Returns their ids, the next free ones. They score from their tags, features and
+        embedding with the zero id row (``ItemEncoder``); nothing is written (``mmctr items
+        add`` keeps them)."""
+        rows = new_items.check_for_schema(self.schema, tags, emb, levels, where="new items")
+        first = self.model.items.append_items(*(torch.from_numpy(a) for a in rows))
+        return np.arange(first, first + len(rows[0]))
 
     @torch.inference_mode()
-    def score(self, history: Any, target: Any, context: Any) -> np.ndarray:
+    def score(self, history: Any, target: Any, context: Any, *, logits: bool = False) -> np.ndarray:
         """Click probabilities of plain arrays, no parquet involved.
 
         ``history``: (B, L) item ids, oldest first and left-padded with 0, or B lists of ids
         (oldest first, any lengths); ``target``: (B,) item ids; ``context``: (B, F) levels in
         the order of ``config.data.context_cols``. Ids outside the model's vocabularies raise
-        ValueError naming the argument.
+        ValueError naming the argument. ``logits``: the logits instead of probabilities.
         """
-        return self._forward(*self._tensors(history, target, context))
+        return self._forward(*self._tensors(history, target, context), logits=logits)
 
     @torch.inference_mode()
-    def score_groups(self, groups: Sequence[Group]) -> list[np.ndarray]:
+    def score_groups(self, groups: Sequence[Group], *, logits: bool = False) -> list[np.ndarray]:
         """One forward pass for several users, each a history scored against many candidates.
 
         A group is (history ids oldest first, context levels in ``config.data.context_cols``
@@ -183,17 +182,19 @@ class Scorer:
         self._check(hist, tgt, ctx)
         group = torch.repeat_interleave(torch.arange(len(groups)), torch.from_numpy(counts))
         inputs = (torch.from_numpy(hist), group, torch.from_numpy(tgt), torch.from_numpy(ctx))
-        probs = self._forward(*inputs, grouped=True)
+        probs = self._forward(*inputs, grouped=True, logits=logits)
         return np.split(probs, np.cumsum(counts)[:-1])
 
-    def _forward(self, *inputs: torch.Tensor, grouped: bool = False) -> np.ndarray:
-        """Probabilities of ``model(history, target, context)``, or with ``grouped`` of
-        ``model.forward_groups(history, group, target, context)``."""
+    def _forward(
+        self, *inputs: torch.Tensor, grouped: bool = False, logits: bool = False
+    ) -> np.ndarray:
+        """Probabilities (or ``logits``) of ``model(history, target, context)``, or with
+        ``grouped`` of ``model.forward_groups(history, group, target, context)``."""
         self.model.eval()
         on_device = [t.to(self.device) for t in inputs]
         with autocast(self.device, "fp32"):
-            logits = self.model.forward_groups(*on_device) if grouped else self.model(*on_device)
-        return torch.sigmoid(logits.float()).cpu().numpy()
+            out = self.model.forward_groups(*on_device) if grouped else self.model(*on_device)
+        return (out.float() if logits else torch.sigmoid(out.float())).cpu().numpy()
 
     def _tensors(
         self, history: Any, target: Any, context: Any
@@ -249,11 +250,14 @@ def load_run(
     scorer = Scorer(
         model, trained.config, trained.schema, items, Path(data_dir), target, precision, count
     )
-    registered = read_new_items(run_dir)
+    registered = new_items.read_new_items(run_dir)
     if registered is not None:
-        ids = scorer.add_items(registered[1], registered[2])
+        levels = new_items.read_new_item_features(run_dir, trained.schema.item_feature_cols)
+        ids = scorer.add_items(registered[1], registered[2], levels)
         if not np.array_equal(ids, registered[0]):
-            raise CheckpointError(f"{run_dir}: {NEW_ITEMS_FILE} does not follow the run's items")
+            raise CheckpointError(
+                f"{run_dir}: {new_items.NEW_ITEMS_FILE} does not follow the run's items"
+            )
     return scorer
 
 

@@ -2,7 +2,8 @@
 and frozen multimodal embedding.
 
 A new item gets the next free id (the trained items are 0 .. N-1), reads the zero padding row
-of the id table, and carries its tags and 128-d embedding, given directly or computed from its
+of the id table, and carries its tags, its item features (``data.item_feature_cols``, e.g. its
+levels; 0 = unknown when not given) and 128-d embedding, given directly or computed from its
 title and/or cover image with the encoders and PCA that made the data's embeddings (the
 ``.pca.npz`` beside them; the ``embed`` extra). ``mmctr items add`` keeps them in
 ``RUN/new_items.parquet``, which ``load_run`` reads back; the service registers them in memory.
@@ -11,12 +12,14 @@ title and/or cover image with the encoders and PCA that made the data's embeddin
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmctr.atomic import atomic_path
+from mmctr.data.schema import DataSchema
 from mmctr.errors import DataError
 
 NEW_ITEMS_FILE = "new_items.parquet"
@@ -46,6 +49,48 @@ def check_new_items(
     return tags.astype(np.int64), emb.astype(np.float32)
 
 
+def check_for_schema(
+    schema: DataSchema, tags: Any, emb: Any, levels: Any, *, where: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """New items' (M, T) tags, (M, D) embeddings and (M, C) item features (None: all 0) checked
+    against a trained model's schema, or DataError naming the item."""
+    item_tags, emb_rows = check_new_items(
+        tags, emb, tags_per_item=schema.tags_per_item, num_tags=schema.num_tags,
+        emb_dim=schema.emb_dim, where=where,
+    )  # fmt: skip
+    features = check_new_item_features(
+        levels, len(item_tags), cols=schema.item_feature_cols,
+        sizes=schema.item_feature_vocab_sizes, where=where,
+    )  # fmt: skip
+    return item_tags, emb_rows, features
+
+
+def check_new_item_features(
+    levels: np.ndarray | None, count: int, *, cols: tuple[str, ...], sizes: tuple[int, ...],
+    where: str,
+) -> np.ndarray:  # fmt: skip
+    """(M, C) item features of ``count`` new items as int64 (None: all 0, unknown), in the
+    order of ``cols``, each in its vocabulary; or DataError naming the item and column."""
+    if levels is None:
+        return np.zeros((count, len(cols)), dtype=np.int64)
+    values = np.asarray(levels)
+    if values.ndim != 2 or values.shape != (count, len(cols)):
+        raise DataError(
+            f"{where}: item features must be {len(cols)} values an item ({', '.join(cols)}) "
+            f"for {count} items, got shape {values.shape}"
+        )
+    if values.size and not np.issubdtype(values.dtype, np.integer):
+        raise DataError(f"{where}: item features must be integers, got {values.dtype}")
+    for c, (col, size) in enumerate(zip(cols, sizes, strict=True)):
+        bad = np.flatnonzero((values[:, c] < 0) | (values[:, c] >= size))
+        if bad.size:
+            raise DataError(
+                f"{where}: item {bad[0]}: {col} {values[bad[0], c]} is outside the run's "
+                f"0..{size - 1}"
+            )
+    return values.astype(np.int64)
+
+
 def read_new_items(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(ids, tags, emb) registered for a run, or None when it has none."""
     path = Path(run_dir) / NEW_ITEMS_FILE
@@ -61,17 +106,39 @@ def read_new_items(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndar
     return ids, tags, emb
 
 
+def read_new_item_features(run_dir: str | Path, cols: tuple[str, ...]) -> np.ndarray | None:
+    """The (M, C) item features of a run's new items, in the order of ``cols``; a column the
+    file lacks (written before item features) is 0. None when the run has no new items."""
+    path = Path(run_dir) / NEW_ITEMS_FILE
+    if not path.is_file():
+        return None
+    table = pq.read_table(path)
+    out = np.zeros((table.num_rows, len(cols)), dtype=np.int64)
+    for c, col in enumerate(cols):
+        if col in table.column_names:
+            out[:, c] = table.column(col).to_numpy()
+    return out
+
+
 def write_new_items(
-    run_dir: str | Path, ids: np.ndarray, tags: np.ndarray, emb: np.ndarray
+    run_dir: str | Path,
+    ids: np.ndarray,
+    tags: np.ndarray,
+    emb: np.ndarray,
+    features: np.ndarray | None = None,
+    feature_cols: tuple[str, ...] = (),
 ) -> Path:
-    """Write every new item of a run (the old ones and the added), atomically."""
-    table = pa.table(
-        {
-            ID: pa.array(ids, pa.int64()),
-            TAGS: pa.array(tags.tolist(), pa.list_(pa.int64())),
-            EMB: pa.array(emb.tolist(), pa.list_(pa.float32())),
-        }
-    )
+    """Write every new item of a run (the old ones and the added), atomically; ``features``
+    (M, C) go into columns named ``feature_cols``."""
+    columns = {
+        ID: pa.array(ids, pa.int64()),
+        TAGS: pa.array(tags.tolist(), pa.list_(pa.int64())),
+        EMB: pa.array(emb.tolist(), pa.list_(pa.float32())),
+    }
+    if features is not None:
+        for c, col in enumerate(feature_cols):
+            columns[col] = pa.array(np.asarray(features[:, c], dtype=np.int64), pa.int64())
+    table = pa.table(columns)
     path = Path(run_dir) / NEW_ITEMS_FILE
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--items",
         required=True,
         help="parquet with item_tags (list of tag ids) and item_emb (the frozen embedding), or "
-        "title and/or image_path to embed with --pca",
+        "title and/or image_path to embed with --pca; and, for a run with item features "
+        "(data.item_feature_cols), a column of each (e.g. likes_level): a missing one is 0",
     )
     a.add_argument("--pca", help="the .pca.npz that made the data's embeddings (with title/image)")
     a.add_argument("--image-root", help="folder that relative image paths start from")
@@ -49,13 +50,17 @@ def add_items(args: argparse.Namespace) -> int:
             emb = np.array(_column(table, "item_emb", args.items), dtype=np.float64)
         else:
             emb = _embed(table, args)
-        ids = scorer.add_items(np.array(tags, dtype=np.int64), emb)
+        cols = scorer.schema.item_feature_cols
+        levels = _levels(table, cols, args.items)
+        ids = scorer.add_items(np.array(tags, dtype=np.int64), emb, levels)
         first, encoder = scorer.schema.num_items, scorer.model.items
         write_new_items(
             args.run,
             np.arange(first, ids[-1] + 1),
             encoder.item_tags[first:].numpy(),
             encoder.item_emb[first:].numpy(),
+            encoder.item_features[first:].numpy(),
+            cols,
         )
     if args.json:
         print(json.dumps({"ids": ids.tolist()}))
@@ -79,6 +84,18 @@ def _column(table: pa.Table, name: str, path: str) -> list[Any]:
     if bad:
         raise DataError(f"{path}: column {name!r} row {bad[0]} is null")
     return values
+
+
+def _levels(table: pa.Table, cols: tuple[str, ...], path: str) -> np.ndarray | None:
+    """The run's item features from the columns of the same names (a missing one: 0, unknown);
+    None when the run has none."""
+    if not cols:
+        return None
+    out = np.zeros((table.num_rows, len(cols)), dtype=np.int64)
+    for c, col in enumerate(cols):
+        if col in table.column_names:
+            out[:, c] = np.array(_column(table, col, path), dtype=np.int64)
+    return out
 
 
 def _embed(table: pa.Table, args: argparse.Namespace) -> np.ndarray:

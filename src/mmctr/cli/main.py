@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from mmctr.cli import commands
 from mmctr.cli import convert as convert_cli
 from mmctr.cli import embed as embed_cli
+from mmctr.cli import ensemble as ensemble_cli
 from mmctr.cli import experiment as experiment_cli
 from mmctr.cli import explain as explain_cli
 from mmctr.cli import export as export_cli
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_measure_commands(sub)
     convert_cli.add_parser(sub)
     embed_cli.add_parser(sub)
+    ensemble_cli.add_parser(sub)
     experiment_cli.add_parser(sub)
     export_cli.add_parser(sub)
     explain_cli.add_parser(sub)

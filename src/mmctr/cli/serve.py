@@ -16,7 +16,19 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``serve`` under ``sub``."""
     p = sub.add_parser("serve", help="score candidates of a trained run over HTTP")
-    p.add_argument("--run", required=True, help="run directory written by `mmctr train`")
+    p.add_argument(
+        "--run",
+        required=True,
+        action="append",
+        help="run directory written by `mmctr train`; repeat it to serve an ensemble of runs "
+        "(their logits combined, scored as one model)",
+    )
+    p.add_argument(
+        "--weights",
+        default="mean",
+        help="an ensemble's weights: mean (default), fitted (on the data's valid split) or "
+        "one number a run, e.g. 0.7,0.3",
+    )
     p.add_argument("--data", required=True, help="data directory whose item_info it scores")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default loopback only: no auth)"
@@ -73,8 +85,10 @@ def run(args: argparse.Namespace) -> int:
         raise MmctrError(
             f"mmctr serve needs the serve extra ({exc.name} is missing): pip install 'mmctr[serve]'"
         ) from None
+    runs = [str(r) for r in args.run]
     settings = ServeSettings(
-        run=str(args.run), data=str(args.data), host=args.host, port=args.port,
+        run=runs[0], runs=tuple(runs) if len(runs) > 1 else (), weights=args.weights,
+        data=str(args.data), host=args.host, port=args.port,
         workers=args.workers, threads=args.threads or default_threads(args.workers),
         device=args.device, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         max_candidates=args.max_candidates, max_history=args.max_history,
@@ -84,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     served = load_served(settings)  # CheckpointError / DataError here: exit 2, no port opened
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(
-        f"mmctr serve: run {served.run_id} ({settings.run}) on http://{host}:{settings.port} "
+        f"mmctr serve: run {served.run_id} ({', '.join(runs)}) on http://{host}:{settings.port} "
         f"({settings.workers} worker(s) x {settings.threads} torch thread(s); batches up to "
         f"{settings.max_batch} rows, {settings.max_wait_ms:g} ms wait)",
         flush=True,

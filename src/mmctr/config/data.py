@@ -23,6 +23,10 @@ class DataConfig:
     tags_col: str = "item_tags"  # in item_info: fixed-length, left-padded tag ids
     emb_col: str = "item_emb_d128"  # in item_info: frozen multimodal embedding
     num_tags: int = 0  # tag vocabulary including padding 0; 0 = infer max + 1
+    # in item_info: integer attributes of each item (e.g. its likes / views levels), embedded
+    # into the item vector of the target and of every history item; empty = none (the default)
+    item_feature_cols: tuple[str, ...] = ()
+    item_feature_vocab_sizes: tuple[int, ...] = ()  # one per item feature; empty = infer max + 1
     # train: read parquet row groups on the fly instead of the whole split (data/stream.py)
     streaming: bool = False
     shuffle_buffer: int = 200_000  # rows a streaming shuffle holds (about 90 MB at 100 items)
@@ -41,6 +45,26 @@ class DataConfig:
             raise ValueError("data.num_tags must be >= 0 (0 = infer from item_info)")
         if len(set(self.context_cols)) != len(self.context_cols):
             raise ValueError(f"data.context_cols lists a column twice: {self.context_cols}")
+        self._check_item_features()
+
+    def _check_item_features(self) -> None:
+        cols, sizes = self.item_feature_cols, self.item_feature_vocab_sizes
+        if sizes and len(sizes) != len(cols):
+            raise ValueError(
+                f"data.item_feature_vocab_sizes has {len(sizes)} entries but "
+                f"data.item_feature_cols has {len(cols)}; give one size per column or none"
+            )
+        if any(v < 1 for v in sizes):
+            raise ValueError("data.item_feature_vocab_sizes must all be >= 1")
+        if len(set(cols)) != len(cols):
+            raise ValueError(f"data.item_feature_cols lists a column twice: {cols}")
+        taken = {self.item_col, self.tags_col, self.emb_col}
+        clash = next((c for c in cols if c in taken or not c), None)
+        if clash is not None:
+            raise ValueError(
+                f"data.item_feature_cols: {clash!r} is not an item feature column (item_info's "
+                "id, tags and embedding columns are read already)"
+            )
 
     def split_file(self, split: str) -> str:
         files = {"train": self.train_file, "valid": self.valid_file, "test": self.test_file}

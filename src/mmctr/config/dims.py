@@ -13,3 +13,4 @@ class DataDims:
     tags_per_item: int  # T: the width of each item's left-padded tag list
     emb_dim: int  # D: the width of the frozen multimodal embedding
     context_vocab_sizes: tuple[int, ...]  # levels of each context field
+    item_feature_vocab_sizes: tuple[int, ...] = ()  # levels of each item feature (item_info)

@@ -49,6 +49,7 @@ class ModelConfig:
     mm_projection: Projection = "linear"  # "none" feeds the raw frozen vector
     context_dim: int = 64  # embedding width of each context field
     context_padding: bool = True  # context value 0 embeds to a fixed zero vector (the release's)
+    item_feature_dim: int = 16  # embedding width of each item feature (data.item_feature_cols)
     max_len: int = 100  # the history window: the last max_len positions
     beyond: BeyondConfig = field(default_factory=BeyondConfig)
     # the kind's own keys, [model.<kind>]: an instance of its registered dataclass
@@ -67,7 +68,16 @@ class ModelConfig:
                 f"{type(self.kind_section).__name__}"
             )
         check_fields(
-            self, "model", at_least_one=("id_dim", "tag_dim", "mm_dim", "context_dim", "max_len")
+            self,
+            "model",
+            at_least_one=(
+                "id_dim",
+                "tag_dim",
+                "mm_dim",
+                "context_dim",
+                "item_feature_dim",
+                "max_len",
+            ),
         )
         check_with = getattr(self.kind_section, "check_with", None)
         if check_with is not None:

@@ -63,7 +63,12 @@ def load_dataset(
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if items is None:
-        items = read_item_table(data_dir, cfg, num_tags=schema.num_tags if schema else None)
+        items = read_item_table(
+            data_dir,
+            cfg,
+            num_tags=schema.num_tags if schema else None,
+            feature_vocab=schema.item_feature_vocab_sizes if schema else None,
+        )
     vocab, bound = _context_vocab(data_dir, cfg, items, schema)
     checks = RowChecks(items.num_items, vocab, bound)
     loaded, streams, seq_len = _read_splits(data_dir, cfg, splits, checks, require_labels,
@@ -78,6 +83,8 @@ def load_dataset(
         context_vocab_sizes=tuple(vocab),
         seq_col=cfg.seq_col,
         item_col=cfg.item_col,
+        item_feature_cols=tuple(cfg.item_feature_cols),
+        item_feature_vocab_sizes=items.feature_vocab_sizes,
     )
     if schema is not None:
         if not splits:
@@ -122,6 +129,8 @@ def _context_vocab(
             tags_per_item=int(items.tags.shape[1]),
             emb_dim=int(items.emb.shape[1]),
             context_cols=tuple(cfg.context_cols),
+            item_feature_cols=tuple(cfg.item_feature_cols),
+            item_feature_vocab_sizes=items.feature_vocab_sizes,
         )
         schema.check_compatible(item_table, where=str(data_dir))
         return schema.context_vocab_sizes, "the trained model's vocabulary"

@@ -24,6 +24,12 @@ ROW_SCHEMA = pa.schema(
         "label": pa.float64(),
     }
 )
+ITEM_LEVELS = ("likes_level", "views_level")  # each item's levels: the rows' context, per item
 ITEM_SCHEMA = pa.schema(
-    [("item_id", _I64), ("item_tags", pa.list_(_I64)), ("item_emb_d128", pa.list_(pa.float32()))]
+    [
+        ("item_id", _I64),
+        ("item_tags", pa.list_(_I64)),
+        ("item_emb_d128", pa.list_(pa.float32())),
+        *((name, _I64) for name in ITEM_LEVELS),
+    ]
 )

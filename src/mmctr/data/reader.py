@@ -25,6 +25,7 @@ from mmctr.data.checks import (
     record_batches,
     scalar,
 )
+from mmctr.data.features import read_item_features
 from mmctr.data.vocab import INT32_MAX, tag_vocab
 from mmctr.errors import DataError
 
@@ -36,10 +37,20 @@ class ItemTable:
     tags: np.ndarray  # (N, T) int32, left-padded with 0
     emb: np.ndarray  # (N, D) float32, frozen multimodal embedding
     num_tags: int  # tag vocabulary including padding
+    # (N, C) int32: the item features of data.item_feature_cols (data/features.py); None = none
+    features: np.ndarray | None = None
+    feature_vocab_sizes: tuple[int, ...] = ()  # one per feature column
 
     @property
     def num_items(self) -> int:
         return int(self.tags.shape[0])
+
+    @property
+    def feature_matrix(self) -> np.ndarray:
+        """The (N, C) int32 item features; C = 0 without any."""
+        if self.features is None:
+            return np.zeros((self.num_items, 0), dtype=np.int32)
+        return self.features
 
 
 @dataclass(frozen=True)
@@ -73,9 +84,16 @@ class Split:
         )
 
 
-def read_item_table(data_dir: Path, cfg: DataConfig, *, num_tags: int | None = None) -> ItemTable:
+def read_item_table(
+    data_dir: Path,
+    cfg: DataConfig,
+    *,
+    num_tags: int | None = None,
+    feature_vocab: tuple[int, ...] | None = None,
+) -> ItemTable:
     """Read item_info: row i is item i, row 0 the all-zero padding item. The tag vocabulary is
-    ``num_tags`` (a trained model's), else ``cfg.num_tags``, else inferred (``vocab``)."""
+    ``num_tags`` (a trained model's), else ``cfg.num_tags``, else inferred (``vocab``); the
+    item features' vocabularies likewise, from ``feature_vocab`` (data/features.py)."""
     path = Path(data_dir) / cfg.item_file
     where = path.name
     columns = [cfg.item_col, cfg.tags_col, cfg.emb_col]
@@ -108,7 +126,9 @@ def read_item_table(data_dir: Path, cfg: DataConfig, *, num_tags: int | None = N
     assert tags is not None and emb is not None
     for column, padding in ((cfg.tags_col, tags[0]), (cfg.emb_col, emb[0])):
         _check_padding_row(padding, where, column)
-    return ItemTable(tags=tags, emb=emb, num_tags=tag_vocab(tags, cfg, where, num_tags))
+    features, sizes = read_item_features(pf, cfg, where, feature_vocab)
+    vocab = tag_vocab(tags, cfg, where, num_tags)
+    return ItemTable(tags, emb, vocab, features if sizes else None, sizes)
 
 
 def _check_padding_row(values: np.ndarray, where: str, column: str) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 from mmctr.config.dims import DataDims
 from mmctr.errors import CheckpointError
 
+_OPTIONAL = ("item_feature_cols", "item_feature_vocab_sizes")  # to_dict omits them when empty
+
 
 @dataclass(frozen=True)
 class DataSchema:
@@ -22,6 +24,10 @@ class DataSchema:
     context_vocab_sizes: tuple[int, ...]
     seq_col: str = "item_seq"
     item_col: str = "item_id"
+    # integer item attributes in item_info (data.item_feature_cols) and their vocabularies;
+    # empty = none, and then left out of ``to_dict`` so that older schemas keep their fingerprint
+    item_feature_cols: tuple[str, ...] = ()
+    item_feature_vocab_sizes: tuple[int, ...] = ()
 
     @property
     def dims(self) -> DataDims:
@@ -32,6 +38,7 @@ class DataSchema:
             tags_per_item=self.tags_per_item,
             emb_dim=self.emb_dim,
             context_vocab_sizes=self.context_vocab_sizes,
+            item_feature_vocab_sizes=self.item_feature_vocab_sizes,
         )
 
     @property
@@ -44,23 +51,27 @@ class DataSchema:
         out = asdict(self)
         out["context_cols"] = list(self.context_cols)
         out["context_vocab_sizes"] = list(self.context_vocab_sizes)
+        for key in _OPTIONAL:
+            if out[key]:
+                out[key] = list(out[key])
+            else:
+                del out[key]  # a schema without item features hashes as it did before them
         return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DataSchema:
-        return cls(
-            **{
-                **raw,
-                "context_cols": tuple(raw["context_cols"]),
-                "context_vocab_sizes": tuple(raw["context_vocab_sizes"]),
-            }
-        )
+        tuples = ("context_cols", "context_vocab_sizes", *_OPTIONAL)
+        fields: dict[str, Any] = {**raw, **{key: tuple(raw.get(key, ())) for key in tuples}}
+        return cls(**fields)
 
     def check_compatible(self, other: DataSchema, *, where: str) -> None:
         """Raise CheckpointError naming every field in which ``other`` (the data) differs."""
         mine, theirs = self.to_dict(), other.to_dict()
+        keys = [*mine, *(k for k in theirs if k not in mine)]
         diffs = [
-            f"{k}: model {mine[k]!r} vs data {theirs[k]!r}" for k in mine if mine[k] != theirs[k]
+            f"{k}: model {mine.get(k, [])!r} vs data {theirs.get(k, [])!r}"
+            for k in keys
+            if mine.get(k) != theirs.get(k)
         ]
         if diffs:
             raise CheckpointError(

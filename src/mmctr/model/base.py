@@ -71,6 +71,7 @@ class CTRModel(nn.Module):
             mm_projection=cfg.mm_projection,
             beyond=cfg.beyond,
             dims=dims,
+            feature_dim=cfg.item_feature_dim,
         )
         self.context = ContextEncoder(
             vocab_sizes=dims.context_vocab_sizes,

@@ -15,11 +15,16 @@ EMBEDDING_INIT_STD = 1e-4  # the release's init of every embedding table
 
 
 class ItemEncoder(nn.Module):
-    """id embedding ++ masked mean of tag embeddings ++ (projected) frozen multimodal embedding.
+    """id embedding ++ masked mean of tag embeddings ++ item features ++ (projected) frozen
+    multimodal embedding.
 
-    The item feature table (tags and frozen embedding of every item) lives in non-persistent
-    buffers filled by ``load_item_features``: it belongs to the data, not to the weights, and is
-    gathered by index on the device. Padding id 0 maps to the zero vector.
+    Item features (``data.item_feature_cols``: integer attributes such as an item's likes and
+    views levels) are embedded one table per column, ``feature_dim`` wide, value 0 (unknown,
+    and the padding item's) to a fixed zero vector; without any the vector is as before.
+
+    The item feature table (tags, features and frozen embedding of every item) lives in
+    non-persistent buffers filled by ``load_item_features``: it belongs to the data, not to the
+    weights, and is gathered by index on the device. Padding id 0 maps to the zero vector.
 
     A new item (one without a learned id: registered after training with ``append_items``, or
     held out of it with ``mark_new_items``) reads the id table's padding row, which is zero,
@@ -36,6 +41,7 @@ class ItemEncoder(nn.Module):
     """
 
     item_tags: torch.Tensor  # (N, T) buffer
+    item_features: torch.Tensor  # (N, C) buffer: each item's integer features
     item_emb: torch.Tensor  # (N, D) buffer
     id_rows: torch.Tensor  # (N,) buffer: the id-embedding row of each item, 0 for a new one
     sid_books: torch.Tensor  # (L, K, D) buffer, with semantic IDs: the residual codebooks
@@ -52,6 +58,7 @@ class ItemEncoder(nn.Module):
         mm_projection: Projection,
         beyond: BeyondConfig,
         dims: DataDims,
+        feature_dim: int = 16,
     ) -> None:
         """``mm_dim`` 0: no multimodal part; ``mm_projection = "none"``: the raw vector."""
         super().__init__()
@@ -60,6 +67,11 @@ class ItemEncoder(nn.Module):
         self.tag_emb = nn.Embedding(dims.num_tags, tag_dim, padding_idx=0)
         self.register_buffer(
             "item_tags", torch.zeros(n, dims.tags_per_item, dtype=torch.long), persistent=False
+        )
+        sizes = dims.item_feature_vocab_sizes
+        self.feature_emb = nn.ModuleList(nn.Embedding(v, feature_dim, padding_idx=0) for v in sizes)
+        self.register_buffer(
+            "item_features", torch.zeros(n, len(sizes), dtype=torch.long), persistent=False
         )
         self.use_multimodal = mm_dim > 0
         self.register_buffer("item_emb", torch.zeros(n, emb_dim), persistent=False)
@@ -85,30 +97,33 @@ class ItemEncoder(nn.Module):
         self.needs_fit = beyond.semantic_ids or beyond.id_init == "mm"
         if self.needs_fit:
             self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
-        self.out_dim = id_dim + tag_dim + mm_width + sid_width
+        self.out_dim = id_dim + tag_dim + feature_dim * len(sizes) + mm_width + sid_width
 
     @property
     def num_items(self) -> int:
         """Items in the table: the trained ones and any appended since."""
         return int(self.item_tags.shape[0])
 
-    def load_item_features(self, tags: torch.Tensor, emb: torch.Tensor) -> None:
-        """Copy the data's item table in: tags (N, T) ints, emb (N, D) floats.
+    def load_item_features(
+        self, tags: torch.Tensor, emb: torch.Tensor, features: torch.Tensor | None = None
+    ) -> None:
+        """Copy the data's item table in: tags (N, T) ints, emb (N, D) floats, features (N, C)
+        ints (None: every feature 0, unknown).
 
         N may exceed the items the model was trained on: the extra rows are new items, which
         read the zero id row. Items marked new (``mark_new_items``) stay marked.
         """
-        if (
-            tags.shape[0] < self.num_id_rows
-            or (
-                tags.shape[1:] != self.item_tags.shape[1:]
-                or emb.shape[1:] != self.item_emb.shape[1:]
-            )
-            or tags.shape[0] != emb.shape[0]
+        if features is None:
+            features = torch.zeros(tags.shape[0], self.item_features.shape[1], dtype=torch.long)
+        mine = (self.item_tags, self.item_emb, self.item_features)
+        if tags.shape[0] < self.num_id_rows or any(
+            given.shape[0] != tags.shape[0] or given.shape[1:] != own.shape[1:]
+            for given, own in zip((tags, emb, features), mine, strict=True)
         ):
             raise ValueError(
-                f"item features of shape {tuple(tags.shape)}, {tuple(emb.shape)} do not fit a "
-                f"model built for {tuple(self.item_tags.shape)}, {tuple(self.item_emb.shape)}"
+                f"item features of shape {tuple(tags.shape)}, {tuple(emb.shape)}, "
+                f"{tuple(features.shape)} do not fit a model built for "
+                f"{', '.join(str(tuple(t.shape)) for t in mine)}"
             )
         device = self.item_tags.device
         if tags.shape[0] != self.item_tags.shape[0]:
@@ -117,23 +132,31 @@ class ItemEncoder(nn.Module):
             known[: self.num_id_rows] = self.id_rows[: self.num_id_rows]
             self.item_tags = torch.empty_like(tags, device=device)
             self.item_emb = torch.empty(emb.shape, dtype=self.item_emb.dtype, device=device)
+            self.item_features = torch.empty(features.shape, dtype=torch.long, device=device)
             self.id_rows = known
         self.item_tags.copy_(tags)
+        self.item_features.copy_(features)
         self.item_emb.copy_(emb)
         self._recode()
 
-    def append_items(self, tags: torch.Tensor, emb: torch.Tensor) -> int:
-        """Add new items (M, T) tags, (M, D) embeddings at the end of the table; they read the
-        zero id row. Returns the first new id (the table's size before)."""
+    def append_items(
+        self, tags: torch.Tensor, emb: torch.Tensor, features: torch.Tensor | None = None
+    ) -> int:
+        """Add new items (M, T) tags, (M, D) embeddings and (M, C) features (None: all 0,
+        unknown) at the end of the table; they read the zero id row. Returns the first new id
+        (the table's size before)."""
         first = self.num_items
+        if features is None:
+            features = torch.zeros(tags.shape[0], self.item_features.shape[1], dtype=torch.long)
         grown_tags = torch.cat([self.item_tags, tags.to(self.item_tags)])
         grown_emb = torch.cat([self.item_emb, emb.to(self.item_emb)])
-        self.load_item_features(grown_tags, grown_emb)
+        grown_features = torch.cat([self.item_features, features.to(self.item_features)])
+        self.load_item_features(grown_tags, grown_emb, grown_features)
         return first
 
     def take_table(self, other: ItemEncoder) -> None:
         """Load ``other``'s item table as it stands: appended items and new-item marks too."""
-        self.load_item_features(other.item_tags, other.item_emb)
+        self.load_item_features(other.item_tags, other.item_emb, other.item_features)
         self.id_rows.copy_(other.id_rows)
 
     def mark_new_items(self, ids: torch.Tensor) -> None:
@@ -174,6 +197,9 @@ class ItemEncoder(nn.Module):
         count = (tags != 0).sum(-1, keepdim=True).clamp(min=1)
         # padding tags embed to zero, so the sum over all T slots is the sum over real tags
         parts = [self.id_emb(self.id_rows[ids]), self.tag_emb(tags).sum(-2) / count]
+        if len(self.feature_emb):
+            features = self.item_features[ids]  # (..., C)
+            parts.extend(emb(features[..., f]) for f, emb in enumerate(self.feature_emb))
         if self.use_multimodal:
             frozen = self.item_emb[ids]
             parts.append(frozen if self.mm_proj is None else self.mm_proj(frozen))

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmctr.ensemble import EnsembleScorer
 from mmctr.errors import DataError
 from mmctr.serve.batcher import MicroBatcher, ShuttingDown
 from mmctr.serve.checks import BadRequest, RequestChecker
@@ -82,6 +83,10 @@ class RankResponse(BaseModel):
 class NewItem(_Strict):
     tags: list[int] = Field(description="tag ids, the run's tags per item, left-padded with 0")
     emb: list[float] = Field(description="the frozen multimodal embedding (128 values)")
+    levels: dict[str, int] = Field(
+        default_factory=dict,
+        description="item features by column (e.g. likes_level); 0 if left out",
+    )
 
 
 class NewItemsRequest(_Strict):
@@ -99,9 +104,12 @@ def build_app(served: Served) -> ASGIApp:
     metrics = ServeMetrics(PATHS)
     model = None
     if settings.model_process:
+        scorer = served.scorer  # an ensemble's weights go along, fitted once, here
+        ensemble = scorer.weights.tolist() if isinstance(scorer, EnsembleScorer) else None
         model = ModelProcess(
-            settings.run, settings.data, device=settings.device, threads=settings.threads,
-            precision=settings.precision,
+            settings.run if ensemble is None else list(settings.runs), settings.data,
+            device=settings.device, threads=settings.threads, precision=settings.precision,
+            weights=ensemble,
         )  # fmt: skip
         drop_weights(served.scorer.model)  # the child scores; this process checks requests
     batcher = MicroBatcher(
@@ -130,15 +138,18 @@ def build_app(served: Served) -> ASGIApp:
     return instrument(app, metrics, settings.max_body_bytes)
 
 
-def _registrar(served: Served, model: ModelProcess | None) -> Callable[[Any, Any], np.ndarray]:
+def _registrar(served: Served, model: ModelProcess | None) -> Callable[[Any, Any, Any], np.ndarray]:
     """How new items are registered: in the scorer, and in the model process when there is
     one (the scorer here then only checks requests, and must know the new ids too)."""
-    if model is None:
-        return served.scorer.add_items
+    scorer: Any = served.scorer  # a run's Scorer, or an ensemble's (item features: none yet)
 
-    def register(tags: Any, emb: Any) -> np.ndarray:
-        ids = model.add_items(tags, emb)
-        mine = served.scorer.add_items(tags, emb)
+    def register(tags: Any, emb: Any, levels: Any) -> np.ndarray:
+        # levels (item features) only where there are any, so a scorer without them still works
+        extra = () if levels is None else (levels,)
+        if model is None:
+            return scorer.add_items(tags, emb, *extra)
+        ids = model.add_items(tags, emb, levels)
+        mine = scorer.add_items(tags, emb, *extra)
         if not np.array_equal(ids, mine):
             raise RuntimeError(f"the model process gave ids {ids}, the server {mine}")
         return ids
@@ -157,7 +168,7 @@ def _add_scoring_routes(
     app: FastAPI,
     served: Served,
     batcher: MicroBatcher,
-    register: Callable[[Any, Any], np.ndarray],
+    register: Callable[[Any, Any, Any], np.ndarray],
 ) -> None:
     checker, run, max_users = RequestChecker(served), served.run_id, served.settings.max_users
 
@@ -192,8 +203,9 @@ def _add_scoring_routes(
         emb = [i.emb for i in req.items]
         if len({len(t) for t in tags}) > 1 or len({len(e) for e in emb}) > 1:
             raise BadRequest("items", "every item needs the same number of tags and of values")
+        levels = checker.item_levels([i.levels for i in req.items], "items")
         try:
-            ids = await batcher.call(register, tags, emb)
+            ids = await batcher.call(register, tags, emb, levels)
         except DataError as exc:
             raise BadRequest("items", str(exc).removeprefix("new items: ")) from None
         return NewItemsResponse(ids=ids.tolist(), run=run)

@@ -29,6 +29,9 @@ class RequestChecker:
         schema = served.scorer.schema
         self.scorer = served.scorer
         self.context = dict(zip(schema.context_cols, schema.context_vocab_sizes, strict=True))
+        self.features = dict(
+            zip(schema.item_feature_cols, schema.item_feature_vocab_sizes, strict=True)
+        )
         self.max_history = served.max_history
         self.max_candidates = served.settings.max_candidates
 
@@ -82,6 +85,24 @@ class RequestChecker:
 
     def _unknown(self, value: int) -> str:
         return f"item id {value} is not a known item (ids 1..{self.num_items - 1})"
+
+    def item_levels(self, levels: Sequence[Mapping[str, int]], field: str) -> np.ndarray | None:
+        """New items' features (M, C) in the model's column order, a missing one 0 (unknown);
+        None when the model has none and no item gives any."""
+        if not self.features and not any(levels):
+            return None
+        out = np.zeros((len(levels), len(self.features)), dtype=np.int64)
+        for i, given in enumerate(levels):
+            for key, level in given.items():
+                where = f"{field}[{i}].levels.{key}"
+                if key not in self.features:
+                    names = ", ".join(self.features) or "none"
+                    raise BadRequest(where, f"is not an item feature of this model ({names})")
+                size = self.features[key]
+                if not 0 <= level < size:
+                    raise BadRequest(where, f"level {level} is outside 0..{size - 1}")
+                out[i, list(self.features).index(key)] = level
+        return out
 
     def levels(self, context: Mapping[str, int], field: str) -> list[int]:
         """The levels in the model's column order; every column present, each in its vocabulary."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mmctr.api import Scorer, load_run
+from mmctr.ensemble import EnsembleScorer, load_ensemble
 from mmctr.errors import ConfigError
 from mmctr.training.precision import INFERENCE_PRECISIONS
 
@@ -21,6 +22,10 @@ class ServeSettings:
     ``max_history`` 0 means the stored history length of the run's data (``schema.seq_len``):
     what the model saw in training. Longer histories are refused rather than cut, so that a
     caller learns its input was not what the model read.
+
+    An ensemble (``mmctr serve --run A --run B``) has every run dir in ``runs`` (``run`` is the
+    first) and its ``weights``: "mean", "fitted" (on the data's valid split) or one number a
+    run, comma-separated. One run leaves ``runs`` empty, as before ensembles.
     """
 
     run: str
@@ -38,8 +43,22 @@ class ServeSettings:
     max_body_bytes: int = 1 << 20
     model_process: bool = False  # score in a child process (the CLI's default; worker.py)
     precision: str = "fp32"  # fp32, bf16 (bfloat16 weights) or int8 (quantised Linear layers)
+    runs: tuple[str, ...] = ()  # every run of an ensemble, ``run`` first; empty: one run
+    weights: str = "mean"  # an ensemble's: mean, fitted, or "0.7,0.3"
+
+    @property
+    def run_dirs(self) -> tuple[str, ...]:
+        """The runs served: ``(run,)``, or an ensemble's."""
+        return self.runs or (self.run,)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", tuple(self.runs))  # JSON gives a list
+        if self.runs and (len(self.runs) < 2 or self.runs[0] != self.run):
+            raise ConfigError("serve: runs holds an ensemble's runs, run first, or nothing")
+        if len(self.run_dirs) < 2 and self.weights != "mean":
+            raise ConfigError("serve: --weights is for an ensemble: give --run twice or more")
+        if self.runs:
+            ensemble_weights(self.weights)  # a malformed --weights: refused before loading
         positive = ("port", "workers", "max_batch", "max_candidates", "max_users")
         for name in positive:
             if getattr(self, name) < (0 if name == "port" else 1):
@@ -70,7 +89,7 @@ class ServeSettings:
 class Served:
     """A loaded run as the service sees it: the scorer, its id, and the limits in force."""
 
-    scorer: Scorer
+    scorer: Scorer | EnsembleScorer
     run_id: str
     settings: ServeSettings
 
@@ -80,20 +99,27 @@ class Served:
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/model`` answers: enough for a caller to build valid requests."""
-        cfg, schema = self.scorer.config, self.scorer.schema
-        params = self.scorer.parameter_count
+        schema = self.scorer.schema
+        scorer = self.scorer
+        if isinstance(scorer, EnsembleScorer):
+            members = zip(scorer.members, scorer.runs, scorer.weights, strict=True)
+            model = {
+                "kind": "ensemble",
+                "parameters": scorer.parameter_count,
+                "device": str(scorer.device),
+                "precision": scorer.precision,
+                "members": [
+                    {"run": run_id(run), "run_dir": str(run), "weight": float(w), **_model(m)}
+                    for m, run, w in members
+                ],
+            }
+        else:
+            model = _model(scorer)
         return {
             "run": self.run_id,
             "run_dir": self.settings.run,
-            "model": {
-                "kind": cfg.model.kind,
-                "parameters": params,
-                "max_len": cfg.model.max_len,
-                "mask": self.scorer.model.mask,
-                "use_multimodal": cfg.model.use_multimodal,
-                "device": str(self.scorer.device),
-                "precision": self.scorer.precision,
-            },
+            **({"run_dirs": list(self.settings.runs)} if self.settings.runs else {}),
+            "model": model,
             "vocab": {
                 "items": schema.num_items,
                 "tags": schema.num_tags,
@@ -112,6 +138,19 @@ class Served:
         }
 
 
+def _model(scorer: Scorer) -> dict[str, Any]:
+    cfg = scorer.config.model
+    return {
+        "kind": cfg.kind,
+        "parameters": scorer.parameter_count,
+        "max_len": cfg.max_len,
+        "mask": scorer.model.mask,
+        "use_multimodal": cfg.use_multimodal,
+        "device": str(scorer.device),
+        "precision": scorer.precision,
+    }
+
+
 def run_id(run_dir: Path) -> str:
     """The run folder's name and the first 12 hex digits of its model.pt's SHA-256: which
     weights answered, even after a run folder is retrained in place."""
@@ -123,8 +162,27 @@ def run_id(run_dir: Path) -> str:
 
 
 def load_served(settings: ServeSettings) -> Served:
-    """Load the run (CheckpointError / DataError on a bad folder) for serving."""
-    scorer = load_run(
-        settings.run, settings.data, device=settings.device, precision=settings.precision
-    )
-    return Served(scorer, run_id(Path(settings.run)), settings)
+    """Load the run, or the ensemble of runs (CheckpointError / DataError on a bad folder, a
+    ConfigError on runs of different data), for serving. An ensemble's id joins its runs'."""
+    if not settings.runs:
+        scorer = load_run(
+            settings.run, settings.data, device=settings.device, precision=settings.precision
+        )
+        return Served(scorer, run_id(Path(settings.run)), settings)
+    ensemble = load_ensemble(
+        settings.runs, settings.data, ensemble_weights(settings.weights),
+        device=settings.device, precision=settings.precision,
+    )  # fmt: skip
+    return Served(ensemble, "+".join(run_id(Path(r)) for r in settings.runs), settings)
+
+
+def ensemble_weights(text: str) -> str | list[float]:
+    """``--weights``: mean, fitted, or one number a run, comma-separated."""
+    if text in ("mean", "fitted"):
+        return text
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"serve: --weights {text!r}: give mean, fitted or one number a run (0.7,0.3)"
+        ) from None

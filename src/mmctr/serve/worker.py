@@ -7,9 +7,10 @@ child process has its own interpreter and lock; the serving process sends
 it the batch's groups over a pipe (a few kilobytes) and waits for the scores, which releases
 the GIL while it waits.
 
-The child loads the run itself (``load_run``), warms up, and answers ``score_groups`` and
-``add_items`` calls in order until it is told to stop or its pipe closes (its parent died). An
-exception in the child comes back and is raised in the caller as it was.
+The child loads the run itself (``load_run``, or ``load_ensemble`` for several), warms up,
+and answers ``score_groups`` and ``add_items`` calls in order until it is told to stop or its
+pipe closes (its parent died). An exception in the child comes back and is raised in the
+caller as it was.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from mmctr.api import Group, load_run
+from mmctr.ensemble import load_ensemble
 from mmctr.errors import MmctrError
 from mmctr.runtime import keep_freed_memory, release_freed_memory
 
@@ -40,15 +42,26 @@ class ModelProcessError(MmctrError):
 
 
 def _serve(
-    conn: Connection, run: str, data: str, device: str, threads: int, precision: str
+    conn: Connection,
+    run: str | list[str],
+    data: str,
+    device: str,
+    threads: int,
+    precision: str,
+    weights: list[float] | None = None,
 ) -> None:
-    """The child: load, warm up, then answer calls until told to stop."""
+    """The child: load (a list of runs: an ensemble with ``weights``), warm up, then answer
+    calls until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the group; the parent stops us
     keep_freed_memory()
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        scorer = load_run(run, data, device=device, precision=precision)
+        scorer = (
+            load_run(run, data, device=device, precision=precision)
+            if isinstance(run, str)
+            else load_ensemble(run, data, weights, device=device, precision=precision)
+        )
         first = min(1, scorer.schema.num_items - 1)
         scorer.score_groups([([first], [0] * len(scorer.schema.context_cols), [first])])
     except Exception as exc:
@@ -99,9 +112,17 @@ class ModelProcess:
     """
 
     def __init__(
-        self, run: str, data: str, *, device: str, threads: int, precision: str = "fp32"
+        self,
+        run: str | list[str],
+        data: str,
+        *,
+        device: str,
+        threads: int,
+        precision: str = "fp32",
+        weights: list[float] | None = None,
     ) -> None:
-        self._args = (run, data, device, threads, precision)
+        """``run``: a run dir, or an ensemble's (a list) scored with ``weights``."""
+        self._args = (run, data, device, threads, precision, weights)
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()
@@ -133,8 +154,9 @@ class ModelProcess:
     def score_groups(self, groups: list[Group]) -> list[np.ndarray]:
         return self._call("score_groups", groups)
 
-    def add_items(self, tags: Any, emb: Any) -> np.ndarray:
-        return self._call("add_items", tags, emb)
+    def add_items(self, tags: Any, emb: Any, levels: Any = None) -> np.ndarray:
+        extra = () if levels is None else (levels,)  # item features: only where given
+        return self._call("add_items", tags, emb, *extra)
 
     def close(self) -> None:
         """Ask the child to stop; kill it if it does not within 10 s."""

@@ -41,7 +41,9 @@ def model_device(model: CTRModel) -> torch.device:
 
 def attach_items(model: CTRModel, items: ItemTable) -> None:
     model.items.load_item_features(
-        torch.from_numpy(items.tags).long(), torch.from_numpy(items.emb).float()
+        torch.from_numpy(items.tags).long(),
+        torch.from_numpy(items.emb).float(),
+        torch.from_numpy(items.feature_matrix).long(),
     )
 
 
@@ -53,8 +55,10 @@ def predict_probs(
     *,
     progress: bool = False,
     precision: str = "fp32",
+    logits: bool = False,
 ) -> np.ndarray:
-    """Click probabilities for every row of ``split``, in file order, on the model's device."""
+    """Click probabilities (the ``logits`` when asked) for every row of ``split``, in file
+    order, on the model's device."""
     model.eval()
     device = model_device(model)
     out = np.empty(len(split), dtype=np.float32)
@@ -71,8 +75,8 @@ def predict_probs(
     ):
         batch = batch.to(device)
         with autocast(device, precision):
-            logits = model(batch.history, batch.target, batch.context)
-        out[start : start + len(batch)] = torch.sigmoid(logits.float()).cpu().numpy()
+            raw = model(batch.history, batch.target, batch.context).float()
+        out[start : start + len(batch)] = (raw if logits else torch.sigmoid(raw)).cpu().numpy()
         start += len(batch)
     return out
 

@@ -60,7 +60,7 @@ def build(
         emb, emb_info = compute_item_emb(items, tmp, _embed_options(opts), show)
     tags, vocab, tag_info = item_tags(items, opts.min_tag_count, opts.tags_per_item)
     cw.write_tag_vocab(tmp, vocab)
-    cw.write_item_info(tmp, tags, emb)
+    cw.write_item_info(tmp, tags, emb, (likes, views))  # every item's levels, for item features
     cw.write_maps(tmp, items.ids, log.user_names)
     rows, rates, lengths = _write_splits(tmp, log, role, draws, (likes, views), opts, show)
     meta = {

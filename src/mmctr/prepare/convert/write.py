@@ -120,16 +120,23 @@ def length_stats(lengths: Array) -> dict[str, float]:
     }
 
 
-def write_item_info(out: Path, tags: Array, emb: Array) -> None:
+def write_item_info(
+    out: Path, tags: Array, emb: Array, levels: tuple[Array, Array] | None = None
+) -> None:
     """item_info.parquet: row 0 the all-zero padding item, then items 1..N.
 
-    Shape: tags (N, T) int64, emb (N, D) float32, both in new-id order starting at item 1.
+    Shape: tags (N, T) int64, emb (N, D) float32, both in new-id order starting at item 1;
+    levels (likes, views), each (N + 1,) int64 indexed by item id (row 0 = 0); None = all 0.
     """
     tags = np.vstack([np.zeros((1, tags.shape[1]), np.int64), tags])
     emb = np.vstack([np.zeros((1, emb.shape[1]), np.float32), emb.astype(np.float32)])
     ids = np.arange(len(tags), dtype=np.int64)
+    if levels is None:
+        levels = (np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64))
+    likes, views = (np.asarray(level, dtype=np.int64) for level in levels)
     table = pa.Table.from_arrays(
-        [pa.array(ids), list_column(tags), list_column(emb)], schema=ITEM_SCHEMA
+        [pa.array(ids), list_column(tags), list_column(emb), pa.array(likes), pa.array(views)],
+        schema=ITEM_SCHEMA,
     )
     pq.write_table(table, out / "item_info.parquet", compression="zstd")
 

@@ -62,5 +62,6 @@ PLANTED = (
     "within a topic by popularity. Targets come from the end mixture (interest_frac) or from "
     "global popularity. P(click) = sigmoid(coef_affinity * end_mixture[target topic] + "
     "coef_quality * q + coef_popularity * z(log popularity) + bias), bias calibrated to "
-    "pos_rate. views_level / likes_level are noisy decile bins of popularity / quality."
+    "pos_rate. views_level / likes_level are noisy decile bins of popularity / quality; "
+    "item_info holds each item's bins without the noise (0 for the padding item)."
 )

@@ -67,15 +67,18 @@ def make_world(p: SynthPreset, item_rng: Gen, user_rng: Gen) -> tuple[World, pa.
 
     tags = np.vstack([np.zeros((1, TAGS_PER_ITEM), np.int64), _make_tags(p, topic, rng)])
     emb = np.vstack([np.zeros((1, EMB_DIM), np.float32), _make_emb(p, topic, quality, rng)])
-    table = arrow_table([np.arange(p.num_items, dtype=np.int64), tags, emb], ITEM_SCHEMA)
+    # an item's levels: the bins that its rows' noisy likes_level / views_level are drawn around
+    likes_bin, views_bin = _level_bins(quality), _level_bins(log_pop)
+    ids = np.arange(p.num_items, dtype=np.int64)
+    table = arrow_table([ids, tags, emb, likes_bin, views_bin], ITEM_SCHEMA)
     world = World(
         p,
         *_make_users(p, user_rng),
         topic=np.r_[0, topic].astype(np.int64),
         quality=np.r_[0.0, quality],
         pop_z=np.r_[0.0, (log_pop - log_pop.mean()) / log_pop.std()],
-        views_bin=_level_bins(log_pop),
-        likes_bin=_level_bins(quality),
+        views_bin=views_bin,
+        likes_bin=likes_bin,
         global_cum=global_cum,
         topic_order=(order + 1).astype(np.int64),
         topic_cum=topic_cum,
