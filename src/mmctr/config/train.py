@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mmctr.config.checks import check_fields
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -20,6 +22,10 @@ class TrainConfig:
     min_lr: float = 1e-6  # floor for the decayed learning rate
     grad_clip: float = 10.0  # max global gradient norm; 0 disables clipping
     weight_decay: float = 0.0  # the paper uses no L2 regularisation
+    # (embedding_reg / 2) * |P|^2 added to the loss for every parameter of the item and context
+    # encoders (as FuxiCTR's embedding_regularizer, which QIN's release sets): Adam weight decay
+    # on those parameters alone
+    embedding_reg: float = 0.0
     seed: int = 20242025
     num_threads: int = 0  # torch intra-op threads; 0 = leave PyTorch's default
     device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda" or "cuda:N"
@@ -28,6 +34,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
 
     def __post_init__(self) -> None:
+        check_fields(self, "train")  # choices, and every float finite (TOML allows nan, inf)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -37,8 +44,11 @@ class TrainConfig:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
         if not 0.0 < self.lr_decay <= 1.0:
             raise ValueError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
-        if self.min_lr < 0 or self.grad_clip < 0 or self.weight_decay < 0:
-            raise ValueError("train.min_lr, train.grad_clip and train.weight_decay must be >= 0")
+        if min(self.min_lr, self.grad_clip, self.weight_decay, self.embedding_reg) < 0:
+            raise ValueError(
+                "train.min_lr, train.grad_clip, train.weight_decay and train.embedding_reg "
+                "must be >= 0"
+            )
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.precision not in ("fp32", "bf16", "auto"):
