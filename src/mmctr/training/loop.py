@@ -55,7 +55,7 @@ def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Adam:
     inputs = {
         id(p) for part in ("items", "context") for p in model.get_submodule(part).parameters()
     }
-    groups = [
+    groups: list[dict[str, Any]] = [
         {"params": [p for p in model.parameters() if id(p) in inputs],
          "weight_decay": tc.weight_decay + tc.embedding_reg},
         {"params": [p for p in model.parameters() if id(p) not in inputs]},
