@@ -1,4 +1,5 @@
-"""``mmctr experiment``: ablations (paper Table 2) and sweeps (Fig. 2); docs/experiments.md."""
+"""``mmctr experiment``: ablations (paper Table 2), sweeps (Fig. 2) and peers (the 1st place
+beside QIN, DIN and their ensemble); docs/experiments.md."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from mmctr.config import Config, load_config
 from mmctr.errors import ConfigError
 from mmctr.experiments.cold import DEFAULT_SEED, HeldOutItems
 from mmctr.experiments.experiment import ExperimentResult, file_log, report, run_experiment
+from mmctr.experiments.peers import DEFAULT_ITEM_COLS, QIN_PRESET, peers_plan
 from mmctr.experiments.plan import (
     ABLATION,
     BEYOND,
@@ -57,6 +59,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--values", required=True, help="comma-separated values, e.g. 1,2,4,8,16,32")
     p.set_defaults(func=run_sweep)
+    _add_peers(kinds)
+
+
+def _add_peers(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "peers", help="the target-aware Transformer, QIN and DIN side by side, and an ensemble"
+    )
+    _common(p)
+    for name, default in (("qin", QIN_PRESET), ("din", DIN_PRESET)):
+        p.add_argument(
+            f"--{name}-config",
+            type=Path,
+            help=f"TOML of the {name.upper()} variants (default: the shipped preset {default}); "
+            "its [data] section and train.epochs/patience/seed are replaced by those of --config",
+        )
+        add_set_flag(
+            p,
+            flag=f"--{name}-set",
+            dest=f"{name}_overrides",
+            help=f"override a value of the {name.upper()} config (repeatable)",
+        )
+    p.add_argument(
+        "--item-cols",
+        default=",".join(DEFAULT_ITEM_COLS),
+        help="item_info columns of the +items variants (data.item_feature_cols; default "
+        f"{','.join(DEFAULT_ITEM_COLS)})",
+    )
+    p.set_defaults(func=run_peers)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -110,6 +140,17 @@ def run_ablation(args: argparse.Namespace) -> int:
     if any(VARIANTS[n].din for n in names if n in VARIANTS):
         din_config = load_config(args.din_config or DIN_PRESET, args.din_overrides)
     plan = ablation_plan(config, din_config, seeds=args.seeds, variants=names, quick=args.quick)
+    return _run(plan, args)
+
+
+def run_peers(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    qin_config = load_config(args.qin_config or QIN_PRESET, args.qin_overrides)
+    din_config = load_config(args.din_config or DIN_PRESET, args.din_overrides)
+    plan = peers_plan(
+        config, qin_config, din_config, item_cols=_split(args.item_cols), seeds=args.seeds,
+        quick=args.quick,
+    )  # fmt: skip
     return _run(plan, args)
 
 

@@ -7,11 +7,12 @@ OUT/
     runs/<job>/      one run directory per job (runner.py)
     results.csv      one row per run, rewritten after each run
     results.md       mean ± std per variant, rewritten after each run
-    ablation.png | sweep.png
+    ablation.png | sweep.png | peers.png
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 from mmctr.atomic import write_json
 from mmctr.errors import ConfigError
 from mmctr.experiments import cold
+from mmctr.experiments.ensemble_rows import ensemble_rows
 from mmctr.experiments.plan import Plan
 from mmctr.experiments.plots import bar_chart, line_plot
 from mmctr.experiments.report import Summary, results_markdown, write_tables
@@ -139,7 +141,7 @@ def _run_locked(
         f"{plan.kind}: {len(plan.jobs)} runs of {len(plan.descriptions)} variants on {data_dir} "
         f"({len(exp.data['train']):,} train rows, {test_note}); writing to {out}"
     )
-    check_runs(plan, out, exp.data.schema.fingerprint)
+    check_runs(plan, out, exp)
     if held_out is not None:
         _hold_out(exp, held_out, out, log)
     note = _held_note(out)
@@ -155,19 +157,26 @@ def _run_locked(
         from mmctr.experiments.parallel import run_parallel  # spawns processes: only when asked
 
         run_parallel(plan, data_dir, out, progress, held_out)
+        data = functools.cache(lambda: load_experiment_data(plan, data_dir, held_out))
     else:
         run_serial(plan, exp, out, progress)
+        data = functools.cache(lambda: exp)
     rows = progress.rows()
+    if plan.ensemble_seeds:  # peers: trained runs combined, once every run has its row
+        rows += ensemble_rows(plan, rows, out, data, log)
     summaries = write_tables(plan, rows, out, note)
-    figure = None
-    if any(r.done for r in rows):
-        if plan.kind == "ablation":
-            figure = bar_chart(summaries, out / "ablation.png", "Ablation (paper Table 2)")
-        else:
-            figure = line_plot(summaries, out / "sweep.png", plan.param)
+    figure = _figure(plan, summaries, out) if any(r.done for r in rows) else None
     failed = [r.run for r in rows if not r.done]
     log(
         f"done in {format_duration(time.perf_counter() - t0)}: {len(rows) - len(failed)} of "
         f"{len(rows)} runs finished" + (f"; FAILED: {', '.join(failed)}" if failed else "")
     )
     return ExperimentResult(rows, summaries, figure)
+
+
+def _figure(plan: Plan, summaries: list[Summary], out: Path) -> Path:
+    if plan.kind == "ablation":
+        return bar_chart(summaries, out / "ablation.png", "Ablation (paper Table 2)")
+    if plan.kind == "peers":
+        return bar_chart(summaries, out / "peers.png", "Peers on the same data")
+    return line_plot(summaries, out / "sweep.png", plan.param)

@@ -16,7 +16,7 @@ from typing import Literal
 from mmctr.config import Config
 from mmctr.errors import ConfigError
 
-ExperimentKind = Literal["ablation", "sweep"]
+ExperimentKind = Literal["ablation", "sweep", "peers"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,12 @@ class Variant:
     name: str
     description: str
     overrides: tuple[str, ...] = ()  # section.key=value applied to the base config
-    din: bool = False  # built on the DIN config instead of --config
+    base: str = ""  # the other preset it is built on ("din", "qin"; preset_base), "" = --config
+    items: bool = False  # reads the item features (peers: data.item_feature_cols = --item-cols)
+
+    @property
+    def din(self) -> bool:
+        return self.base == "din"
 
 
 ABLATION: tuple[Variant, ...] = (
@@ -67,10 +72,10 @@ ABLATION: tuple[Variant, ...] = (
         ("model.target_transformer.mask=released",),
     ),
     Variant(
-        "din", "DIN baseline with the multimodal embedding", ("model.use_multimodal=true",), True
+        "din", "DIN baseline with the multimodal embedding", ("model.use_multimodal=true",), "din"
     ),
     Variant(
-        "din-no-mm", "DIN baseline, item id and tags only", ("model.use_multimodal=false",), True
+        "din-no-mm", "DIN baseline, item id and tags only", ("model.use_multimodal=false",), "din"
     ),
 )
 # the switches beyond the paper (docs/beyond.md): named with --variants, not run by default
@@ -132,31 +137,36 @@ class Plan:
     jobs: tuple[Job, ...]
     descriptions: dict[str, str]  # variant -> what it is, in plan order
     param: str = ""  # the swept key, for a sweep
+    ensemble_seeds: int = 0  # peers: an ensemble row per seed (peers.py), made of trained runs
 
 
 DIN_PRESET = "din"  # the shipped preset the DIN variants start from (see load_config)
 
 
-def din_base(config: Config, din_config: Config) -> Config:
-    """The DIN config made comparable: data and train.epochs/patience/seed from ``config``."""
+def preset_base(config: Config, other: Config) -> Config:
+    """Another preset's config (DIN's, QIN's) made comparable: its model and train keys, with
+    the [data] section and train.epochs/patience/seed/num_threads of ``config``."""
     train = replace(
-        din_config.train,
+        other.train,
         epochs=config.train.epochs,
         patience=config.train.patience,
         seed=config.train.seed,
         num_threads=config.train.num_threads,
     )
-    return Config(data=config.data, model=din_config.model, train=train)
+    return Config(data=config.data, model=other.model, train=train)
 
 
-def _with_seed(config: Config, k: int, quick: bool) -> Config:
+din_base = preset_base  # its name from before QIN
+
+
+def with_seed(config: Config, k: int, quick: bool) -> Config:
     train = replace(config.train, seed=config.train.seed + k)
     if quick:
         train = replace(train, epochs=1)
     return replace(config, train=train)
 
 
-def _check_seeds(seeds: int) -> None:
+def check_seeds(seeds: int) -> None:
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
 
@@ -171,7 +181,7 @@ def ablation_plan(
 ) -> Plan:
     """Every chosen variant (default: all of ``ABLATION``; ``BEYOND``'s when named) x
     ``seeds`` seeds."""
-    _check_seeds(seeds)
+    check_seeds(seeds)
     names = list(variants) if variants else [v.name for v in ABLATION]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -199,7 +209,7 @@ def ablation_plan(
         except ConfigError as exc:
             raise ConfigError(f"variant {v.name} cannot be built from the config: {exc}") from None
     jobs = tuple(
-        Job(v.name, k, _with_seed(configs[v.name], k, quick)) for v in chosen for k in range(seeds)
+        Job(v.name, k, with_seed(configs[v.name], k, quick)) for v in chosen for k in range(seeds)
     )
     return Plan("ablation", jobs, {v.name: v.description for v in chosen})
 
@@ -213,7 +223,7 @@ def sweep_plan(
     is an error here, before anything runs: change the config with --set instead of having
     values silently moved.
     """
-    _check_seeds(seeds)
+    check_seeds(seeds)
     if not values:
         raise ConfigError("--values is empty; give a comma-separated list, e.g. 1,2,4,8")
     if len(set(values)) != len(values):
@@ -230,7 +240,7 @@ def sweep_plan(
                 "change the config for every run with --set, e.g. --set model.max_len=100"
             ) from None
     jobs = tuple(
-        Job(f"{key}={value}", k, _with_seed(configs[value], k, quick), value)
+        Job(f"{key}={value}", k, with_seed(configs[value], k, quick), value)
         for value in values
         for k in range(seeds)
     )

@@ -18,8 +18,10 @@ STATS = (
     "best_epoch",
     "epochs",
     "train_seconds",
+    "train_samples_per_s",
     "parameters",
 )
+TITLES = {"ablation": "Ablation", "peers": "Peers on the same data"}
 
 
 @dataclass(frozen=True)
@@ -89,14 +91,14 @@ def markdown(
         columns += [("test AUC", "test_auc", 4), ("test logloss", "test_logloss", 4)]
         columns.append(("test gAUC", "test_gauc", 4))
     columns += [("best epoch", "best_epoch", 1), ("epochs", "epochs", 1)]
-    columns.append(("train s", "train_seconds", 0))
-    title = "Ablation" if plan.kind == "ablation" else f"Sweep of `{plan.param}`"
+    columns += [("train s", "train_seconds", 0), ("train samples/s", "train_samples_per_s", 0)]
+    title = TITLES.get(plan.kind, f"Sweep of `{plan.param}`")
     head = ["variant", "runs", *(c[0] for c in columns), "parameters"]
     lines = [
         f"# {title}",
         "",
         "Mean ± sample std over seeds, "
-        + ("sorted by valid AUC (best first)." if plan.kind == "ablation" else "in sweep order."),
+        + ("in sweep order." if plan.kind == "sweep" else "sorted by valid AUC (best first)."),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join([" --- "] + [" ---: "] * (len(head) - 1)) + "|",
@@ -156,4 +158,8 @@ def results_markdown(
     """The summaries of ``rows`` and results.md's text."""
     summaries = summarise(plan, rows)
     bucket_rows = next((r.test_bucket_rows for r in rows if r.test_bucket_rows), None)
-    return summaries, markdown(plan, summaries, bucket_rows, held_note)
+    text = markdown(plan, summaries, bucket_rows, held_note)
+    members = [f"- `{r.run}`: {r.members.replace(',', ', ')}" for r in rows if r.members]
+    if members:
+        text += "\n## Ensemble members (run: fitted weight)\n\n" + "\n".join(members) + "\n"
+    return summaries, text

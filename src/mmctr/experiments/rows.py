@@ -41,8 +41,10 @@ class RunRow:
     epochs: int | None = None
     stopped_early: bool | None = None
     train_seconds: float | None = None
+    train_samples_per_s: float | None = None  # mean over the run's epochs (metrics.jsonl)
     wall_seconds: float | None = None
     parameters: int | None = None
+    members: str | None = None  # an ensemble row's runs and fitted weights, "run:w,run:w"
     error: str | None = None
 
     @property

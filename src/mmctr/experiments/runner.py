@@ -13,7 +13,7 @@ import math
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -21,11 +21,13 @@ import numpy as np
 
 from mmctr.api import load_run
 from mmctr.atomic import write_json, write_text
+from mmctr.config import Config
 from mmctr.data import Dataset, Split, load_dataset
 from mmctr.errors import ConfigError, DataError
 from mmctr.experiments import cold
 from mmctr.experiments.plan import Job, Plan
 from mmctr.experiments.rows import BUCKET_COLUMNS, METRICS, RunRow
+from mmctr.experiments.shared_data import item_view, union_data_config
 from mmctr.model import CTRModel, parameter_counts
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import inference
@@ -44,6 +46,15 @@ class ExperimentData:
     test: Split | None  # the test split when it has labels, else None
     data_dir: Path  # where they were read from
     new_items: np.ndarray | None = None  # held-out item ids (cold.py): out of train, marked new
+    views: dict[tuple[str, ...], Dataset] = field(default_factory=dict, compare=False)
+
+    def for_job(self, config: Config) -> Dataset:
+        """The data as a run of ``config`` sees it: only its own item feature columns
+        (shared_data.py); the splits are shared."""
+        key = tuple(config.data.item_feature_cols)
+        if key not in self.views:
+            self.views[key] = item_view(self.data, config.data)
+        return self.views[key]
 
     @cached_property
     def train_counts(self) -> np.ndarray:
@@ -55,12 +66,10 @@ class ExperimentData:
 def load_experiment_data(
     plan: Plan, data_dir: str | Path, held_out: cold.HeldOutItems | None = None
 ) -> ExperimentData:
-    """Read the data once for every job; test only if its file exists. ``held_out``: hold
-    those items out of the train and valid splits (cold.py)."""
-    data_configs = {job.config.data for job in plan.jobs}
-    if len(data_configs) != 1:
-        raise ConfigError("the runs of an experiment must share one [data] section")
-    cfg = data_configs.pop()
+    """Read the data once for every job (with the union of their item feature columns:
+    shared_data.py); test only if its file exists. ``held_out``: hold those items out of the
+    train and valid splits (cold.py)."""
+    cfg = union_data_config([job.config.data for job in plan.jobs])
     splits: tuple[str, ...] = ("train", "valid")
     if (Path(data_dir) / cfg.test_file).is_file():
         splits += ("test",)
@@ -78,17 +87,17 @@ def load_experiment_data(
     return ExperimentData(cold.hold_out(data, held), labelled_test, Path(data_dir), held)
 
 
-def check_runs(plan: Plan, out: Path, fingerprint: str | None) -> None:
+def check_runs(plan: Plan, out: Path, exp: ExperimentData | None) -> None:
     """Refuse, before anything runs, to resume a run started with another config or data
-    (``fingerprint`` None: the config only)."""
+    (``exp`` None: the config only)."""
     for job in plan.jobs:
         run = ckpt.RunDir(out / "runs" / job.name)
         runs.check_same_config(
             run, job.config, advice="use another --out, or delete that run to redo it"
         )
-        if fingerprint is None or not run.finished():
+        if exp is None or not run.finished():
             continue
-        if ckpt.read_summary(run).fingerprint != fingerprint:
+        if ckpt.read_summary(run).fingerprint != exp.for_job(job.config).schema.fingerprint:
             raise ConfigError(f"{run.root} was trained on other data; use another --out")
 
 
@@ -98,8 +107,10 @@ def unfinished_jobs(plan: Plan, out: Path) -> list[Job]:
 
 
 def finished_rows(plan: Plan, out: Path) -> list[RunRow]:
-    """The rows of the jobs that have a result.json, in plan order."""
-    files = [out / "runs" / j.name / RESULT_FILE for j in plan.jobs]
+    """The rows of the jobs (and ensemble rows) that have a result.json, in plan order."""
+    names = [j.name for j in plan.jobs]
+    names += [f"ensemble-seed{k}" for k in range(plan.ensemble_seeds)]
+    files = [out / "runs" / name / RESULT_FILE for name in names]
     return [RunRow.from_dict(json.loads(f.read_text())) for f in files if f.exists()]
 
 
@@ -183,7 +194,7 @@ def _trained(
     job: Job, exp: ExperimentData, run: ckpt.RunDir, log: Log
 ) -> tuple[CTRModel, RunSummary]:
     """The job's best model and its summary: trained, resumed or (if finished) loaded."""
-    data = exp.data
+    data = exp.for_job(job.config)
     if run.finished():
         scorer = load_run(run.root, exp.data_dir, items=data.items)
         cold.mark_new(scorer.model, exp.new_items)  # a loaded model's id rows are not marked
@@ -201,19 +212,26 @@ def _fill_results(
     valid = summary.best_valid.to_dict()
     row.valid_auc, row.valid_logloss, row.valid_gauc = (valid[k] for k in METRICS)
     if exp.test is not None:
-        test = exp.test
-        probs = inference.predict_probs(model, test, batch_size)
-        assert test.labels is not None
-        report = split_report(test.users, test.labels, probs, exp.train_counts[test.target])
-        row.test_auc, row.test_logloss, row.test_gauc = (report[k] for k in METRICS)
-        buckets = report["by_item_frequency"]
-        for b in buckets:
-            setattr(row, BUCKET_COLUMNS[str(b["bucket"])], _number(b["auc"]))
-        row.test_bucket_rows = "/".join(str(b["rows"]) for b in buckets)
+        fill_test(row, inference.predict_probs(model, exp.test, batch_size), exp)
     row.best_epoch, row.epochs = summary.best_epoch, summary.epochs_run
     row.stopped_early = summary.stopped_early
     row.train_seconds = round(summary.train_seconds, 2)
+    speeds = [float(r["train_samples_per_s"]) for r in summary.history
+              if r.get("train_samples_per_s") is not None]  # fmt: skip
+    row.train_samples_per_s = round(sum(speeds) / len(speeds), 1) if speeds else None
     row.parameters = parameter_counts(model)["total"]
+
+
+def fill_test(row: RunRow, probs: np.ndarray, exp: ExperimentData) -> None:
+    """The test columns of ``row`` from its probabilities of every labelled test row."""
+    test = exp.test
+    assert test is not None and test.labels is not None
+    report = split_report(test.users, test.labels, probs, exp.train_counts[test.target])
+    row.test_auc, row.test_logloss, row.test_gauc = (report[k] for k in METRICS)
+    buckets = report["by_item_frequency"]
+    for b in buckets:
+        setattr(row, BUCKET_COLUMNS[str(b["bucket"])], _number(b["auc"]))
+    row.test_bucket_rows = "/".join(str(b["rows"]) for b in buckets)
 
 
 def _number(value: float | int | str) -> float | None:
