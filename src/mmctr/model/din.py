@@ -19,10 +19,9 @@ from torch import nn
 from mmctr.config.checks import check_fields
 from mmctr.config.dims import DataDims
 from mmctr.config.model import ModelConfig
-from mmctr.model.base import CTRModel, Execution
 from mmctr.model.factory import register_model
 from mmctr.model.layers import MLP, linear_macs, reset_parameters
-from mmctr.model.sequence import trim_history
+from mmctr.model.pooling import FAST, PooledInterestCTR, one_row_safe
 
 
 @dataclass(frozen=True)
@@ -102,13 +101,15 @@ class TargetAttention(nn.Module):
 
 
 @register_model("din", DINConfig)
-class DIN(CTRModel):
+class DIN(PooledInterestCTR):
     """Returns click logits; shares ``ItemEncoder`` and ``ContextEncoder`` with the other kinds.
 
     Reads the shared [model] keys (items, context, ``max_len``) and its own [model.din].
 
     Shape: history (B, L), target (B,), context (B, F) int ids -> (B,) logits.
     """
+
+    attention: TargetAttention
 
     def __init__(self, cfg: ModelConfig, dims: DataDims) -> None:
         super().__init__()
@@ -129,48 +130,13 @@ class DIN(CTRModel):
         head.append(nn.Linear(in_dim, 1))
         self.head = nn.Sequential(*head)
         reset_parameters(self)
-        self.set_execution(Execution(trim_padding=True, pack_tokens=True))
+        self.set_execution(FAST)
 
-    def check_execution(self, execution: Execution) -> None:
-        """Trimming and packing are exact (padding gets weight 0 whatever it holds); there is
-        no history work to share among a history's rows beyond the item vectors."""
-        if execution.share_histories:
-            raise ValueError("DIN has no shared-history path: its forward_groups repeats rows")
-
-    def window(self, history: torch.Tensor) -> torch.Tensor:
-        """The last max_len positions, less (when trimming) the all-padding columns."""
-        history = super().window(history)
-        return trim_history(history, 1) if self.execution.trim_padding else history
+    def top(self, x: torch.Tensor) -> torch.Tensor:
+        return one_row_safe(self.head, x).squeeze(-1)
 
     def macs(self, history_len: int) -> dict[str, int]:
         return {
             "attention": history_len * linear_macs(self.attention),
             "head": linear_macs(self.head),
         }
-
-    def forward(
-        self, history: torch.Tensor, target: torch.Tensor, context: torch.Tensor
-    ) -> torch.Tensor:
-        target_vec = self.items(target)  # (B, Di)
-        history = self.window(history)
-        real = history.ne(0)  # (B, L)
-        if self.execution.pack_tokens:
-            interest = self.attention.forward_packed(self.items(history[real]), target_vec, real)
-        else:
-            interest = self.attention(self.items(history), target_vec, real)
-        x = torch.cat([self.context(context), target_vec, interest], dim=-1)  # (B, F*Dc + 2Di)
-        return self._head(x).squeeze(-1)
-
-    def _head(self, x: torch.Tensor) -> torch.Tensor:
-        norms = [m for m in self.head.modules() if isinstance(m, nn.BatchNorm1d)]
-        if not (self.training and x.shape[0] == 1 and norms):
-            return self.head(x)
-        # batch statistics of one row do not exist (an epoch's last batch can be one row):
-        # normalise that step with the running statistics instead of failing
-        for m in norms:
-            m.eval()
-        try:
-            return self.head(x)
-        finally:
-            for m in norms:
-                m.train()

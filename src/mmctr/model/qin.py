@@ -19,11 +19,10 @@ from torch import nn
 from mmctr.config.checks import check_fields
 from mmctr.config.dims import DataDims
 from mmctr.config.model import ModelConfig
-from mmctr.model.base import CTRModel, Execution
 from mmctr.model.factory import register_model
 from mmctr.model.layers import linear_macs, reset_parameters
+from mmctr.model.pooling import FAST, PooledInterestCTR, one_row_safe
 from mmctr.model.qin_layers import QuadraticNetwork, ReLUTargetAttention
-from mmctr.model.sequence import trim_history
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class QINConfig:
 
 
 @register_model("qin", QINConfig)
-class QIN(CTRModel):
+class QIN(PooledInterestCTR):
     """Returns click logits; shares ``ItemEncoder`` and ``ContextEncoder`` with the other kinds.
 
     Reads the shared [model] keys (items, context, ``max_len``) and its own [model.qin]. Starts
@@ -56,6 +55,8 @@ class QIN(CTRModel):
 
     Shape: history (B, L), target (B,), context (B, F) int ids -> (B,) logits.
     """
+
+    attention: ReLUTargetAttention
 
     def __init__(self, cfg: ModelConfig, dims: DataDims) -> None:
         super().__init__()
@@ -75,17 +76,7 @@ class QIN(CTRModel):
         )
         self.output = nn.Linear(width, 1)
         reset_parameters(self)
-        self.set_execution(Execution(trim_padding=True, pack_tokens=True))
-
-    def check_execution(self, execution: Execution) -> None:
-        """Trimming and packing are exact; there is no shared-history path."""
-        if execution.share_histories:
-            raise ValueError("QIN has no shared-history path: its forward_groups repeats rows")
-
-    def window(self, history: torch.Tensor) -> torch.Tensor:
-        """The last max_len positions, less (when trimming) the all-padding columns."""
-        history = super().window(history)
-        return trim_history(history, 1) if self.execution.trim_padding else history
+        self.set_execution(FAST)
 
     def macs(self, history_len: int) -> dict[str, int]:
         a = self.attention
@@ -96,29 +87,5 @@ class QIN(CTRModel):
             "output": linear_macs(self.output),
         }
 
-    def forward(
-        self, history: torch.Tensor, target: torch.Tensor, context: torch.Tensor
-    ) -> torch.Tensor:
-        target_vec = self.items(target)  # (B, Di)
-        history = self.window(history)
-        real = history.ne(0)  # (B, L)
-        if self.execution.pack_tokens:
-            interest = self.attention.forward_packed(self.items(history[real]), target_vec, real)
-        else:
-            interest = self.attention(self.items(history), target_vec, real)
-        x = torch.cat([self.context(context), target_vec, interest], dim=-1)  # (B, F*Dc + 2Di)
-        return self.output(self._quadratic(x)).squeeze(-1)
-
-    def _quadratic(self, x: torch.Tensor) -> torch.Tensor:
-        norms = [m for m in self.qnn.modules() if isinstance(m, nn.BatchNorm1d)]
-        if not (self.training and x.shape[0] == 1 and norms):
-            return self.qnn(x)
-        # batch statistics of one row do not exist (an epoch's last batch can be one row):
-        # normalise that step with the running statistics instead of failing
-        for m in norms:
-            m.eval()
-        try:
-            return self.qnn(x)
-        finally:
-            for m in norms:
-                m.train()
+    def top(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(one_row_safe(self.qnn, x)).squeeze(-1)
