@@ -21,7 +21,8 @@ from torch import nn
 from mmctr.config import load_config
 from mmctr.data import load_dataset, make_batch
 from mmctr.training import run as runs
-from mmctr.training.loop import make_optimizer, train_step
+from mmctr.training.epoch import train_step
+from mmctr.training.loop import make_optimizer
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "release-small.toml")
 

@@ -23,8 +23,8 @@ class TrainConfig:
     grad_clip: float = 10.0  # max global gradient norm; 0 disables clipping
     weight_decay: float = 0.0  # the paper uses no L2 regularisation
     # (embedding_reg / 2) * |P|^2 added to the loss for every parameter of the item and context
-    # encoders (as FuxiCTR's embedding_regularizer, which QIN's release sets): Adam weight decay
-    # on those parameters alone
+    # encoders (FuxiCTR's embedding_regularizer, which QIN's release sets): its gradient is
+    # added before clipping, as the release's is (training/epoch.py)
     embedding_reg: float = 0.0
     seed: int = 20242025
     num_threads: int = 0  # torch intra-op threads; 0 = leave PyTorch's default

@@ -104,7 +104,8 @@ def train_step(
     *,
     weight: float = 1.0,
 ) -> torch.Tensor:
-    """One update: forward, binary cross-entropy, backward, clip, Adam. Returns the loss.
+    """One update: forward, binary cross-entropy, backward, the embedding regulariser's
+    gradient (``train.embedding_reg``), clip, Adam. Returns the loss (without the penalty).
 
     The gradient is that of ``weight`` times the batch's mean loss (1 alone; across ranks, the
     share that makes the ranks' average the whole batch's). The batch must be on the model's
@@ -117,10 +118,27 @@ def train_step(
     loss = F.binary_cross_entropy_with_logits(logits, batch.labels.to(logits.dtype))
     optimizer.zero_grad(set_to_none=True)
     (loss * weight if weight != 1.0 else loss).backward()
+    if tc.embedding_reg:
+        add_embedding_penalty(model, tc.embedding_reg)
     if tc.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
     optimizer.step()
     return loss.detach()
+
+
+@torch.no_grad()
+def add_embedding_penalty(model: torch.nn.Module, reg: float) -> None:
+    """Add the gradient of ``(reg / 2) |P|^2`` over the item and context encoders' parameters
+    (FuxiCTR's embedding regulariser, which QIN's release sets) to theirs, before clipping, as
+    a penalty in the loss would be clipped with it. Across ranks the gradients are already
+    averaged here, and every rank adds the same term."""
+    inner = getattr(model, "module", model)  # DistributedDataParallel keeps it as .module
+    for part in ("items", "context"):
+        for param in inner.get_submodule(part).parameters():
+            if param.grad is None:  # no row of the batch reached it: the penalty still does
+                param.grad = param.detach() * reg
+            else:
+                param.grad.add_(param, alpha=reg)
 
 
 def score_valid(

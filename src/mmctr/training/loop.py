@@ -43,24 +43,10 @@ class Monitor(Protocol):
 
 def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Adam:
     """Adam as the paper trains; fused into one kernel unless ``train.fused_adam`` is off
-    (docs/performance.md has the timings). With ``train.embedding_reg`` the item and context
-    encoders' parameters form a group of their own whose weight decay adds it: the gradient of
-    ``(embedding_reg / 2) |P|^2`` on them. Without it there is one group, as runs saved before
-    it existed expect when they resume."""
-    fused = tc.fused_adam or None
-    if not tc.embedding_reg:
-        return torch.optim.Adam(
-            model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=fused
-        )
-    inputs = {
-        id(p) for part in ("items", "context") for p in model.get_submodule(part).parameters()
-    }
-    groups: list[dict[str, Any]] = [
-        {"params": [p for p in model.parameters() if id(p) in inputs],
-         "weight_decay": tc.weight_decay + tc.embedding_reg},
-        {"params": [p for p in model.parameters() if id(p) not in inputs]},
-    ]  # fmt: skip
-    return torch.optim.Adam(groups, lr=tc.lr, weight_decay=tc.weight_decay, fused=fused)
+    (docs/performance.md has the timings)."""
+    return torch.optim.Adam(
+        model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=tc.fused_adam or None
+    )
 
 
 def fit(
