@@ -7,8 +7,6 @@ import os
 import sys
 from typing import Any
 
-import numpy as np
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
@@ -17,8 +15,8 @@ if not RELEASE or not os.path.isdir(os.path.join(RELEASE, "src")):
     sys.exit("set MMCTR_RELEASE to a clone of github.com/pinskyrobin/WWW2025_MMCTR")
 sys.path.insert(0, RELEASE)
 
-from fuxictr.features import FeatureMap  # noqa: E402
-from fuxictr.preprocess import FeatureProcessor, build_dataset  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fuxi_setup  # noqa: E402
 
 import src as model_zoo  # noqa: E402  (the release's models)
 from src import mmctr_dataloader as loader  # noqa: E402
@@ -65,66 +63,13 @@ SMALL: dict[str, Any] = dict(
 )
 
 
-def vocab_sizes(data: str) -> dict[str, int]:
-    """max + 1 over item_info and every split, as mmctr infers them."""
-    tags = pq.read_table(f"{data}/item_info.parquet", columns=["item_tags"])["item_tags"]
-    sizes = {
-        "item_id": pq.read_metadata(f"{data}/item_info.parquet").num_rows,
-        "item_tags": int(np.max(tags.combine_chunks().flatten().to_numpy())) + 1,
-        "likes_level": 0,
-        "views_level": 0,
-    }
-    for split in ("train", "valid", "test"):
-        table = pq.read_table(f"{data}/{split}.parquet", columns=["likes_level", "views_level"])
-        for col in ("likes_level", "views_level"):
-            sizes[col] = max(sizes[col], int(np.max(table[col].to_numpy())) + 1)
-    return sizes
-
-
 def params_for(data: str, work: str, seed: int, **changes: Any) -> dict[str, Any]:
     """The parameters run_expid.py would assemble from a config dir, for ``data``."""
-    v = vocab_sizes(data)
-    cat = dict(active=True, dtype="int", type="categorical")
-    cols = [
-        dict(name="user_id", active=True, dtype="int", type="meta"),
-        dict(name="item_seq", active=True, dtype="int", type="meta"),
-        dict(cat, name="likes_level", vocab_size=v["likes_level"]),
-        dict(cat, name="views_level", vocab_size=v["views_level"]),
-        dict(cat, name="item_id", vocab_size=v["item_id"], source="item"),
-        dict(
-            name="item_tags",
-            active=True,
-            dtype="int",
-            type="sequence",
-            max_len=5,
-            vocab_size=v["item_tags"],
-            source="item",
-        ),
-        dict(
-            name="item_emb_d128",
-            active=True,
-            dtype="float",
-            type="embedding",
-            source="item",
-            embedding_dim=128,
-        ),
-    ]
+    rdata = fuxi_setup.release_data(data, work)
     dataset_id = "mmctr_" + str(abs(hash(os.path.abspath(data))) % 10**8)
-    params = dict(
-        SMALL,
-        dataset_id=dataset_id,
-        data_root=work,
-        data_format="parquet",
-        feature_cols=cols,
-        label_col=dict(name="label", dtype="float"),
-        rebuild_dataset=False,
-        seed=seed,
-        train_data=f"{data}/train.parquet",
-        valid_data=f"{data}/valid.parquet",
-        test_data=f"{data}/test.parquet",
-        item_info=f"{data}/item_info.parquet",
-        model_root=os.path.join(work, f"ckpt_{seed}_{os.getpid()}"),
-        model_id=f"Transformer_DCN_{seed}",
+    cols = fuxi_setup.feature_cols(data)
+    params = fuxi_setup.release_params(
+        SMALL, rdata, work, seed, dataset_id, f"Transformer_DCN_{seed}", cols
     )
     params.update(changes)
     return params
@@ -145,16 +90,7 @@ def set_mask(mode: str) -> None:
 
 def build(params: dict[str, Any]) -> tuple[Any, nn.Module]:
     """The feature map and the model, as run_expid.py builds them."""
-    encoder = FeatureProcessor(**params)
-    params["train_data"], params["valid_data"], params["test_data"] = build_dataset(
-        encoder, **params
-    )
-    root = os.path.join(params["data_root"], params["dataset_id"])
-    fmap = FeatureMap(params["dataset_id"], root)
-    fmap.load(os.path.join(root, "feature_map.json"), params)
-    model = getattr(model_zoo, params["model"])(fmap, **params)
-    os.makedirs(model.model_dir, exist_ok=True)
-    return fmap, model
+    return fuxi_setup.build(params, model_zoo)
 
 
 def _linears(module: nn.Module) -> list[nn.Linear]:

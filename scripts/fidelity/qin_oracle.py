@@ -7,14 +7,11 @@ Run as a script it builds both sides fresh and prints every pair's initial stati
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 from typing import Any
 
-import numpy as np
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
@@ -23,8 +20,8 @@ if not RELEASE or not os.path.isfile(os.path.join(RELEASE, "src", "QIN_variety_v
     sys.exit("set QIN_RELEASE to an export of github.com/salmon1802/QIN")
 sys.path.insert(0, RELEASE)
 
-from fuxictr.features import FeatureMap  # noqa: E402
-from fuxictr.preprocess import FeatureProcessor, build_dataset  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fuxi_setup  # noqa: E402
 
 import src as model_zoo  # noqa: E402  (the release's models)
 from src import mmctr_dataloader as loader  # noqa: E402, F401  (used by the other scripts)
@@ -65,91 +62,17 @@ SMALL: dict[str, Any] = dict(
     num_workers=0,
     gpu=-1,
 )
-# the columns of the challenge's item_info.parquet: the release's loader embeds every item_info
-# column that is also a feature, so item-level likes / views levels (mmctr synth writes them)
-# would enter its item vectors and break their width; its copy of item_info leaves them out
-ITEM_COLS = ("item_id", "item_tags", "item_emb_d128")
-
-
-def release_data(data: str, work: str) -> str:
-    """A dir the release reads: the splits linked, item_info with the challenge's columns."""
-    digest = hashlib.md5(os.path.abspath(data).encode()).hexdigest()[:8]
-    out = os.path.join(work, "data_" + digest)
-    os.makedirs(out, exist_ok=True)
-    for split in ("train", "valid", "test"):
-        link = os.path.join(out, f"{split}.parquet")
-        if not os.path.exists(link):
-            os.symlink(os.path.abspath(f"{data}/{split}.parquet"), link)
-    pq.write_table(
-        pq.read_table(f"{data}/item_info.parquet", columns=list(ITEM_COLS)),
-        os.path.join(out, "item_info.parquet"),
-    )
-    return out
-
-
-def vocab_sizes(data: str) -> dict[str, int]:
-    """max + 1 over item_info and every split, as mmctr infers them."""
-    tags = pq.read_table(f"{data}/item_info.parquet", columns=["item_tags"])["item_tags"]
-    sizes = {
-        "item_id": pq.read_metadata(f"{data}/item_info.parquet").num_rows,
-        "item_tags": int(np.max(tags.combine_chunks().flatten().to_numpy())) + 1,
-        "likes_level": 0,
-        "views_level": 0,
-    }
-    for split in ("train", "valid", "test"):
-        table = pq.read_table(f"{data}/{split}.parquet", columns=["likes_level", "views_level"])
-        for col in ("likes_level", "views_level"):
-            sizes[col] = max(sizes[col], int(np.max(table[col].to_numpy())) + 1)
-    return sizes
 
 
 def params_for(data: str, work: str, seed: int, mm_dim: int = 128, **changes: Any) -> dict:
     """The parameters run_expid.py would assemble from the release's config dir, for ``data``
     (its dataset_config.yaml, vocabularies from the data; ``mm_dim``: item_emb_d128's width,
     128 as released)."""
-    v = vocab_sizes(data)
-    rdata = release_data(data, work)
-    cat = dict(active=True, dtype="int", type="categorical")
-    cols = [
-        dict(name="user_id", active=True, dtype="int", type="meta"),
-        dict(name="item_seq", active=True, dtype="int", type="meta"),
-        dict(cat, name="likes_level", vocab_size=v["likes_level"]),
-        dict(cat, name="views_level", vocab_size=v["views_level"]),
-        dict(cat, name="item_id", vocab_size=v["item_id"], source="item"),
-        dict(
-            name="item_tags",
-            active=True,
-            dtype="int",
-            type="sequence",
-            max_len=5,
-            vocab_size=v["item_tags"],
-            source="item",
-        ),
-        dict(
-            name="item_emb_d128",
-            active=True,
-            dtype="float",
-            type="embedding",
-            source="item",
-            embedding_dim=mm_dim,
-        ),
-    ]
+    rdata = fuxi_setup.release_data(data, work)
     dataset_id = "qin_" + os.path.basename(rdata) + f"_{mm_dim}"
-    params = dict(
-        SMALL,
-        dataset_id=dataset_id,
-        data_root=work,
-        data_format="parquet",
-        feature_cols=cols,
-        label_col=dict(name="label", dtype="float"),
-        rebuild_dataset=False,
-        seed=seed,
-        train_data=f"{rdata}/train.parquet",
-        valid_data=f"{rdata}/valid.parquet",
-        test_data=f"{rdata}/test.parquet",
-        item_info=f"{rdata}/item_info.parquet",
-        model_root=os.path.join(work, f"ckpt_{seed}_{os.getpid()}"),
-        model_id=f"QIN_variety_v9_{seed}",
+    cols = fuxi_setup.feature_cols(data, mm_dim)
+    params = fuxi_setup.release_params(
+        SMALL, rdata, work, seed, dataset_id, f"QIN_variety_v9_{seed}", cols
     )
     params.update(changes)
     return params
@@ -157,16 +80,7 @@ def params_for(data: str, work: str, seed: int, mm_dim: int = 128, **changes: An
 
 def build(params: dict[str, Any]) -> tuple[Any, nn.Module]:
     """The feature map and the model, as run_expid.py builds them."""
-    encoder = FeatureProcessor(**params)
-    params["train_data"], params["valid_data"], params["test_data"] = build_dataset(
-        encoder, **params
-    )
-    root = os.path.join(params["data_root"], params["dataset_id"])
-    fmap = FeatureMap(params["dataset_id"], root)
-    fmap.load(os.path.join(root, "feature_map.json"), params)
-    model = getattr(model_zoo, params["model"])(fmap, **params)
-    os.makedirs(model.model_dir, exist_ok=True)
-    return fmap, model
+    return fuxi_setup.build(params, model_zoo)
 
 
 def _encoder_linear(module: nn.Module) -> nn.Linear:
