@@ -198,12 +198,13 @@ def load_ensemble(
             check_same_data(runs[0], *saved[0], run, *theirs)
     first = load_run(runs[0], data_dir, device=device, precision=precision)
     members = [first]
-    for run in runs[1:]:
+    for run, theirs in zip(runs[1:], saved[1:], strict=True):
         # the item table was read and checked for the first run, whose schema this one shares
         members.append(load_run(run, data_dir, device=device, precision=precision,
                                 items=first.items))  # fmt: skip
-        check_same_data(runs[0], first.config, first.schema, run, members[-1].config,
-                        members[-1].schema)  # fmt: skip
+        if saved[0] is None or theirs is None:  # not compared above, before loading
+            check_same_data(runs[0], first.config, first.schema, run, members[-1].config,
+                            members[-1].schema)  # fmt: skip
         if members[-1].num_items != first.num_items:
             raise CheckpointError(
                 f"{runs[0]} knows {first.num_items} items and {run} {members[-1].num_items}: "
