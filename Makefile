@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[dev,embed,tensorboard,export,serve]"
+	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[dev,embed,tensorboard,export,serve,search,track]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -17,6 +17,7 @@ import pytest
 from mmctr.cli import convert as cli_convert
 from mmctr.data import DataConfig, load_dataset
 from mmctr.errors import ConfigError, DataError
+from mmctr.logs import to_terminal
 from mmctr.prepare.convert.core import convert
 from mmctr.prepare.convert.io import load_inputs
 from mmctr.prepare.convert.levels import decile_levels, likes_levels, views_levels
@@ -395,7 +396,8 @@ def cli(*argv: str | Path) -> int:
     parser = argparse.ArgumentParser(prog="mmctr")
     cli_convert.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args([str(a) for a in argv])
-    code: int = args.func(args)
+    with to_terminal():  # the summary is logged, as `main` prints it
+        code: int = args.func(args)
     return code
 
 

@@ -26,6 +26,7 @@ from mmctr.experiments.plan import Plan
 from mmctr.experiments.report import markdown, summarise
 from mmctr.experiments.rows import BUCKET_COLUMNS, COLUMNS, METRIC_COLUMNS, RunRow
 from mmctr.experiments.runner import eta_seconds, format_duration
+from mmctr.logs import to_terminal
 from mmctr.model import TargetTransformerConfig
 from mmctr.training import epoch as epochs
 from mmctr.training import run as runs
@@ -46,11 +47,13 @@ TINY_DIN = [
 
 
 def cli(*args: str | Path) -> int:
-    """Run `mmctr experiment ...` through the subcommand's own parser."""
+    """Run `mmctr experiment ...` through the subcommand's own parser, its progress lines
+    printed as `main` prints them."""
     parser = argparse.ArgumentParser(prog="mmctr")
     experiment_cli.add_parser(parser.add_subparsers(dest="command", required=True))
     parsed = parser.parse_args([str(a) for a in args])
-    code: int = parsed.func(parsed)
+    with to_terminal():
+        code: int = parsed.func(parsed)
     return code
 
 

@@ -26,6 +26,7 @@ from mmctr import items as new_items
 from mmctr.config import Config
 from mmctr.data import DataSchema, ItemTable, Split, load_dataset, target_counts
 from mmctr.errors import CheckpointError
+from mmctr.logs import logger
 from mmctr.model import CTRModel
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import distributed
@@ -39,6 +40,7 @@ from mmctr.training.summary import RunSummary
 IdList = Sequence[int] | np.ndarray
 Group = tuple[IdList, IdList, IdList]
 """One user's (history ids oldest first, context levels, candidate ids) for ``score_groups``."""
+_log = logger("training")
 
 
 def train(
@@ -49,12 +51,13 @@ def train(
     overrides: Sequence[str] = (),
     resume: bool = False,
     progress: bool | None = None,
-    log: Log = print,
+    log: Log = _log.info,
     monitor: Monitor | None = None,
 ) -> RunSummary:
     """Train ``config`` (a Config, a TOML file or a shipped preset name) on ``data_dir``'s train
     split, stopping on valid, into the run directory ``out`` (``training/run.py`` owns the
-    run: lock, checks, seeding, building the model)."""
+    run: lock, checks, seeding, building the model). Lines go to ``log`` (by default the
+    ``mmctr.training`` logger, shown once the caller configures ``logging``) and train.log."""
     config = runs.resolve_config(out, config, list(overrides), resume=False)
     if not distributed.current().is_main:
         log = runs.silent

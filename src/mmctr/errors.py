@@ -23,3 +23,7 @@ class StorageError(MmctrError):
 
 class RunLockedError(CheckpointError):
     """Another live process is writing the run folder."""
+
+
+class TrackingError(MmctrError):
+    """A tracking store (``--track``) cannot be reached or used."""

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from mmctr import api
+from mmctr.cli.flags import tracking_of
 from mmctr.cli.launch import run_torchrun
-from mmctr.config import load_config
+from mmctr.config import Config, load_config
 from mmctr.errors import ConfigError
+from mmctr.logs import logger
 from mmctr.training import distributed
 from mmctr.training import run as runs
+from mmctr.training.loop import Monitor
 from mmctr.training.submission import write_submission
 from mmctr.training.tensorboard import TensorBoardMonitor
+from mmctr.training.tracking import TrackedRun, Tracking, tracked_run
 
 
 def synth(args: argparse.Namespace) -> int:
@@ -63,21 +69,24 @@ def train(args: argparse.Namespace) -> int:
     finished = runs.check_can_start(out, resume=args.resume)
     if finished is not None:
         if distributed.launch_rank() == 0:
-            print(
+            logger("training").info(
                 f"{out} already finished (best epoch {finished.best_epoch}, valid auc "
                 f"{finished.best_valid.auc:.4f}); nothing to do"
             )
         return 0
     # checked here, before --nproc starts processes
     config = runs.resolve_config(out, args.config, args.overrides, resume=args.resume)
+    tracking = tracking_of(args) if distributed.launch_rank() == 0 else None
     if args.nproc > 1 and not distributed.launched():
         return run_torchrun(args.nproc, args.argv)
     world = distributed.join_from_env(config.train.device)  # torchrun's group, if any
     monitor = TensorBoardMonitor(args.tensorboard) if args.tensorboard and world.is_main else None
     try:
-        result = api.train(
-            args.data, config, out, resume=args.resume, progress=args.progress, monitor=monitor
-        )
+        with _tracked(tracking, out, config) as tracked:
+            monitors = _all_of(monitor, tracked)
+            result = api.train(
+                args.data, config, out, resume=args.resume, progress=args.progress, monitor=monitors
+            )
     finally:
         if monitor is not None:
             monitor.close()
@@ -85,12 +94,37 @@ def train(args: argparse.Namespace) -> int:
     if not world.is_main:
         return 0
     v = result.best_valid
-    print(
+    logger("training").info(
         f"done: best epoch {result.best_epoch} of {result.epochs_run}; valid auc {v.auc:.4f} "
         f"logloss {v.logloss:.4f} gauc {v.gauc:.4f}; "
         f"training {result.train_seconds:.0f}s; run in {out}"
     )
     return 0
+
+
+def _tracked(
+    tracking: Tracking | None, out: Path, config: Config
+) -> contextlib.AbstractContextManager[TrackedRun | None]:
+    """The train run's MLflow run (named after its folder) with --track, else nothing."""
+    if tracking is None:
+        return contextlib.nullcontext()
+    return tracked_run(tracking, out.resolve().name, config, out)
+
+
+class _AllOf:
+    """Monitors told the same epochs, in order."""
+
+    def __init__(self, monitors: list[Monitor]) -> None:
+        self.monitors = monitors
+
+    def epoch(self, epoch: int, step_losses: torch.Tensor, record: dict[str, Any]) -> None:
+        for monitor in self.monitors:
+            monitor.epoch(epoch, step_losses, record)
+
+
+def _all_of(*monitors: Monitor | None) -> Monitor | None:
+    given = [m for m in monitors if m is not None]
+    return None if not given else given[0] if len(given) == 1 else _AllOf(given)
 
 
 def evaluate(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mmctr.cli.flags import add_progress_flag
+from mmctr.logs import logger
 from mmctr.prepare.convert.options import ConvertOptions
 
 ITEM_DEFAULTS = {"title_col": "title", "image_col": "image_path", "tags_col": "tags"}
@@ -130,7 +131,7 @@ def run_interactions(args: argparse.Namespace) -> int:
     meta = convert(
         events, items, args.out, options, force=args.force, progress=args.progress, source=source
     )
-    print(summary(meta, args.out))
+    logger("convert").info(summary(meta, args.out))
     return 0
 
 
@@ -157,7 +158,7 @@ def run_microlens(args: argparse.Namespace) -> int:
         force=args.force,
         progress=args.progress,
     )
-    print(summary(meta, args.out))
+    logger("convert").info(summary(meta, args.out))
     return 0
 
 

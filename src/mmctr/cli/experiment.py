@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmctr.cli.flags import add_set_flag
+from mmctr.cli import search as search_cli
+from mmctr.cli.flags import add_set_flag, add_track_flags, tracking_of
 from mmctr.config import Config, load_config
 from mmctr.errors import ConfigError
 from mmctr.experiments.cold import DEFAULT_SEED, HeldOutItems
@@ -21,6 +22,7 @@ from mmctr.experiments.plan import (
     ablation_plan,
     sweep_plan,
 )
+from mmctr.logs import logger
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--values", required=True, help="comma-separated values, e.g. 1,2,4,8,16,32")
     p.set_defaults(func=run_sweep)
     _add_peers(kinds)
+    search_cli.add_parser(kinds)
 
 
 def _add_peers(kinds: argparse._SubParsersAction) -> None:
@@ -127,6 +130,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="print the table of the runs finished so far and train nothing (writes nothing: "
         "safe while the experiment runs)",
     )
+    add_track_flags(p)
 
 
 def _split(text: str | None) -> list[str]:
@@ -174,12 +178,13 @@ def _run(plan: Plan, args: argparse.Namespace) -> int:
     if args.report:
         print(report(plan, args.out, held_out), end="")
         return 0
+    tracking = tracking_of(args)  # its store checked before anything runs
     log = file_log(args.out)
     result: ExperimentResult = run_experiment(
-        plan, args.data, args.out, log=log, jobs=args.jobs, held_out=held_out
+        plan, args.data, args.out, log=log, jobs=args.jobs, held_out=held_out, tracking=tracking
     )
     files = [args.out / "results.csv", args.out / "results.md"]
     if result.figure is not None:
         files.append(result.figure)
-    print("wrote " + ", ".join(str(f) for f in files))
+    logger("experiments").info("wrote " + ", ".join(str(f) for f in files))
     return 1 if result.failed else 0

@@ -1,16 +1,20 @@
 """The ``mmctr`` command line: argument parsing and exit codes; the work is in commands.py.
 
-Exit codes: 0 success, 2 bad input or usage, 1 anything else.
+Exit codes: 0 success, 2 bad input or usage, 1 anything else. Progress and status lines go
+through ``logging`` (mmctr/logs.py): ``-q/--quiet`` keeps warnings and errors only,
+``-v/--verbose`` adds debug lines, before or after the subcommand's name.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from mmctr.cli import commands
 from mmctr.cli import convert as convert_cli
@@ -21,13 +25,26 @@ from mmctr.cli import explain as explain_cli
 from mmctr.cli import export as export_cli
 from mmctr.cli import items as items_cli
 from mmctr.cli import serve as serve_cli
-from mmctr.cli.flags import add_precision_flag, add_progress_flag, add_set_flag
+from mmctr.cli.flags import (
+    add_precision_flag,
+    add_progress_flag,
+    add_set_flag,
+    add_track_flags,
+    add_verbosity_flags,
+)
 from mmctr.errors import MmctrError, StorageError
+from mmctr.logs import to_terminal
 from mmctr.prepare.synth.preset import PRESETS
 from mmctr.runtime import keep_freed_memory
 
 
 class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 2 with ``mmctr: error:``; every (sub)command takes -q / -v."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        add_verbosity_flags(self)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         self.exit(2, f"mmctr: error: {message}\n")
@@ -110,6 +127,7 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="also write training curves for TensorBoard into DIR (the tensorboard extra)",
     )
+    add_track_flags(p)
     p.set_defaults(func=commands.train)
 
     p = sub.add_parser("evaluate", help="AUC, logloss and gAUC of a trained run on a split")
@@ -190,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
-        code: int = args.func(args)
+        with to_terminal(getattr(args, "log_level", logging.INFO)):  # -q / -v: logs.py
+            code: int = args.func(args)
         return code
     except StorageError as exc:  # a full or read-only disk: the machine, not the input
         print(f"mmctr: error: {exc}", file=sys.stderr)

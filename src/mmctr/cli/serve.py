@@ -4,13 +4,16 @@ web stack, and the run is loaded before the port opens, so a bad run folder exit
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import sys
 
 from mmctr.cli.flags import add_precision_flag
 from mmctr.errors import MmctrError
+from mmctr.logs import logger
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+_log = logger("serve")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -97,26 +100,28 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     served = load_served(settings)  # CheckpointError / DataError here: exit 2, no port opened
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    print(
+    _log.info(
         f"mmctr serve: run {served.run_id} ({', '.join(runs)}) on http://{host}:{settings.port} "
         f"({settings.workers} worker(s) x {settings.threads} torch thread(s); batches up to "
-        f"{settings.max_batch} rows, {settings.max_wait_ms:g} ms wait)",
-        flush=True,
+        f"{settings.max_batch} rows, {settings.max_wait_ms:g} ms wait)"
     )
     if settings.host not in LOOPBACK:
-        print("mmctr serve: warning: listening beyond this machine, with no authentication")
-    options = {"host": settings.host, "port": settings.port, "access_log": args.access_log}
+        _log.warning("mmctr serve: warning: listening beyond this machine, with no authentication")
+    # --verbose shows uvicorn's own lifecycle lines as well
+    level = "info" if _log.isEnabledFor(logging.DEBUG) else "warning"
+    options = {"host": settings.host, "port": settings.port, "access_log": args.access_log,
+               "log_level": level}  # fmt: skip
     try:
         if settings.workers == 1:
-            uvicorn.run(serve_app.build_app(served), log_level="warning", **options)
+            uvicorn.run(serve_app.build_app(served), **options)
         else:  # each worker process loads its own copy of the model from the settings
             del served
             os.environ[serve_app.SETTINGS_ENV] = settings.to_json()
             uvicorn.run(
                 "mmctr.serve.app:app_from_env", factory=True, workers=settings.workers,
-                log_level="warning", **options,
+                **options,
             )  # fmt: skip
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM once uvicorn has shut down cleanly
         pass
-    print("mmctr serve: stopped", file=sys.stderr)
+    _log.info("mmctr serve: stopped")
     return 0

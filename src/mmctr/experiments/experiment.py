@@ -36,8 +36,11 @@ from mmctr.experiments.runner import (
     run_serial,
     unfinished_jobs,
 )
+from mmctr.experiments.tracked import experiment_run
+from mmctr.logs import logger
 from mmctr.runtime import release_freed_memory
 from mmctr.training.lock import run_lock
+from mmctr.training.tracking import Tracking
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,12 @@ class ExperimentResult:
         return [r.run for r in self.rows if not r.done]
 
 
-def file_log(out: Path, echo: Log = print) -> Log:
-    """Print a line and append it, timestamped, to OUT/experiment.log (OUT made on first use)."""
+_log = logger("experiments")
+
+
+def file_log(out: Path, echo: Log = _log.info) -> Log:
+    """Log a line (to ``mmctr.experiments``) and append it, timestamped, to
+    OUT/experiment.log (OUT made on first use)."""
 
     def log(message: str) -> None:
         echo(message)
@@ -79,18 +86,21 @@ def run_experiment(
     data_dir: str | Path,
     out: str | Path,
     *,
-    log: Log = print,
+    log: Log = _log.info,
     jobs: int = 1,
     held_out: cold.HeldOutItems | None = None,
+    tracking: Tracking | None = None,
 ) -> ExperimentResult:
     """Run ``plan`` on the data in ``data_dir`` into ``out``, ``jobs`` runs at a time;
-    ``held_out``: items held out of training in every run (cold.py)."""
+    ``held_out``: items held out of training in every run (cold.py); ``tracking``: the
+    experiment on MLflow, its jobs trained here as child runs (tracked.py)."""
     if jobs < 1:  # before the data is read
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     out = Path(out)
     with run_lock(out):  # one experiment process per folder; each run is locked as well
         cold.check_saved(out, held_out)  # before the data is read; the ids once it is
-        return _run_locked(plan, data_dir, out, log, jobs, held_out)
+        with experiment_run(tracking, plan, out, data_dir, held_out) as job_tracking:
+            return _run_locked(plan, data_dir, out, log, jobs, held_out, job_tracking)
 
 
 def report(plan: Plan, out: str | Path, held_out: cold.HeldOutItems | None = None) -> str:
@@ -133,6 +143,7 @@ def _run_locked(
     log: Log,
     jobs: int,
     held_out: cold.HeldOutItems | None,
+    tracking: Tracking | None,
 ) -> ExperimentResult:
     t0 = time.perf_counter()
     exp = load_experiment_data(plan, data_dir, held_out)
@@ -156,10 +167,10 @@ def _run_locked(
         release_freed_memory()
         from mmctr.experiments.parallel import run_parallel  # spawns processes: only when asked
 
-        run_parallel(plan, data_dir, out, progress, held_out)
+        run_parallel(plan, data_dir, out, progress, held_out, tracking)
         data = functools.cache(lambda: load_experiment_data(plan, data_dir, held_out))
     else:
-        run_serial(plan, exp, out, progress)
+        run_serial(plan, exp, out, progress, tracking)
         data = functools.cache(lambda: exp)
     rows = progress.rows()
     if plan.ensemble_seeds:  # peers: trained runs combined, once every run has its row

@@ -27,6 +27,7 @@ from mmctr.experiments.cold import HeldOutItems
 from mmctr.experiments.plan import Plan
 from mmctr.experiments.runner import Progress, action_of, load_experiment_data, run_job
 from mmctr.runtime import keep_freed_memory
+from mmctr.training.tracking import Tracking
 
 _POLL_SECONDS = 1.0
 _worker: dict[str, Any] = {}  # a worker process's plan, data, output folder and queue
@@ -53,9 +54,11 @@ def run_parallel(
     out: Path,
     progress: Progress,
     held_out: HeldOutItems | None = None,
+    tracking: Tracking | None = None,
 ) -> None:
     """Run every job of ``plan`` on ``progress.jobs`` worker processes; rows go to progress.
-    ``held_out``: the items each worker holds out of its data (cold.py)."""
+    ``held_out``: the items each worker holds out of its data (cold.py); ``tracking``: where
+    the workers log the jobs they train (a frozen value: it pickles)."""
     ctx = mp.get_context("spawn")
     messages = ctx.Queue()
     threads = threads_per_job(progress.jobs)
@@ -67,7 +70,7 @@ def run_parallel(
         progress.jobs,
         mp_context=ctx,
         initializer=_start_worker,
-        initargs=(plan, str(data_dir), str(out), messages, threads, held_out),
+        initargs=(plan, str(data_dir), str(out), messages, threads, held_out, tracking),
     )
     try:
         futures = [pool.submit(_run_one, i) for i in range(len(plan.jobs))]
@@ -123,11 +126,12 @@ def _start_worker(
     messages: Any,
     threads: int,
     held_out: HeldOutItems | None,
+    tracking: Tracking | None = None,
 ) -> None:
     keep_freed_memory()
     torch.set_num_threads(threads)
     exp = load_experiment_data(plan, data_dir, held_out)
-    _worker.update(plan=plan, exp=exp, out=Path(out), messages=messages)
+    _worker.update(plan=plan, exp=exp, out=Path(out), messages=messages, tracking=tracking)
 
 
 def _run_one(i: int) -> None:
@@ -135,5 +139,9 @@ def _run_one(i: int) -> None:
     run_dir = _worker["out"] / "runs" / job.name
     messages = _worker["messages"]
     messages.put(("start", i, action_of(run_dir)))
-    row = run_job(job, _worker["exp"], run_dir, log=lambda line: messages.put(("line", i, line)))
+
+    def log(line: str) -> None:
+        messages.put(("line", i, line))
+
+    row = run_job(job, _worker["exp"], run_dir, log=log, tracking=_worker["tracking"])
     messages.put(("row", i, row))

@@ -28,12 +28,15 @@ from mmctr.experiments import cold
 from mmctr.experiments.plan import Job, Plan
 from mmctr.experiments.rows import BUCKET_COLUMNS, METRICS, RunRow
 from mmctr.experiments.shared_data import item_view, union_data_config
+from mmctr.experiments.tracked import job_run, log_row
 from mmctr.model import CTRModel, parameter_counts
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import inference
 from mmctr.training import run as runs
+from mmctr.training.loop import Monitor
 from mmctr.training.metrics import split_report
 from mmctr.training.summary import RunSummary
+from mmctr.training.tracking import Tracking
 
 Log = Callable[[str], None]
 
@@ -114,12 +117,15 @@ def finished_rows(plan: Plan, out: Path) -> list[RunRow]:
     return [RunRow.from_dict(json.loads(f.read_text())) for f in files if f.exists()]
 
 
-def run_serial(plan: Plan, exp: ExperimentData, out: Path, progress: Progress) -> None:
+def run_serial(
+    plan: Plan, exp: ExperimentData, out: Path, progress: Progress, tracking: Tracking | None = None
+) -> None:
     """Run (or read back) every job of ``plan`` in this process, one after another."""
     for i, job in enumerate(plan.jobs):
         run_dir = out / "runs" / job.name
         progress.started(i, action_of(run_dir))
-        progress.finished(i, run_job(job, exp, run_dir, log=progress.job_log(i)))
+        row = run_job(job, exp, run_dir, log=progress.job_log(i), tracking=tracking)
+        progress.finished(i, row)
 
 
 class Progress:
@@ -169,29 +175,41 @@ class Progress:
         return [self.results[i] for i in sorted(self.results)]
 
 
-def run_job(job: Job, exp: ExperimentData, run_dir: Path, *, log: Log) -> RunRow:
+def run_job(
+    job: Job, exp: ExperimentData, run_dir: Path, *, log: Log, tracking: Tracking | None = None
+) -> RunRow:
+    """The job's row: read back when it has one, else trained (or resumed) and evaluated;
+    ``tracking``: then also an MLflow run (its test metrics too; FAILED when the job failed)."""
     run = ckpt.RunDir(run_dir)
-    result_file = run_dir / RESULT_FILE
-    if run.finished() and result_file.exists():
-        return RunRow.from_dict(json.loads(result_file.read_text()))
+    if run.finished() and (run_dir / RESULT_FILE).exists():
+        return RunRow.from_dict(json.loads((run_dir / RESULT_FILE).read_text()))
+    with job_run(tracking, job, run_dir) as tracked:
+        row = _run_job(job, exp, run, log, tracked)
+        log_row(tracked, row)
+    return row
+
+
+def _run_job(
+    job: Job, exp: ExperimentData, run: ckpt.RunDir, log: Log, monitor: Monitor | None
+) -> RunRow:
     row = RunRow(job.variant, job.value, job.config.train.seed, job.name)
     t0 = time.perf_counter()
     try:
-        model, summary = _trained(job, exp, run, log)
+        model, summary = _trained(job, exp, run, log, monitor)
         _fill_results(row, model, summary, exp, job.config.train.eval_batch_size)
     except Exception as exc:  # recorded, so that one broken run does not stop the others
-        write_text(run_dir / "error.log", traceback.format_exc())
+        write_text(run.root / "error.log", traceback.format_exc())
         row.status, row.error = "failed", " ".join(f"{type(exc).__name__}: {exc}".split())
         row.wall_seconds = round(time.perf_counter() - t0, 2)
         return row
     row.status, row.wall_seconds = "done", round(time.perf_counter() - t0, 2)
-    (run_dir / "error.log").unlink(missing_ok=True)
-    write_json(result_file, row.to_dict())
+    (run.root / "error.log").unlink(missing_ok=True)
+    write_json(run.root / RESULT_FILE, row.to_dict())
     return row
 
 
 def _trained(
-    job: Job, exp: ExperimentData, run: ckpt.RunDir, log: Log
+    job: Job, exp: ExperimentData, run: ckpt.RunDir, log: Log, monitor: Monitor | None
 ) -> tuple[CTRModel, RunSummary]:
     """The job's best model and its summary: trained, resumed or (if finished) loaded."""
     data = exp.for_job(job.config)
@@ -201,7 +219,7 @@ def _trained(
         return scorer.model, ckpt.read_summary(run)
     trained = runs.train(
         data, job.config, run.root, resume=run.has_run(), progress=False, log=log,
-        new_items=exp.new_items,
+        new_items=exp.new_items, monitor=monitor,
     )  # fmt: skip
     return trained.model, trained.summary
 

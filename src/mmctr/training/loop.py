@@ -22,6 +22,7 @@ from mmctr.config import Config
 from mmctr.config.train import TrainConfig
 from mmctr.data import DataSchema, Dataset
 from mmctr.errors import CheckpointError
+from mmctr.logs import logger
 from mmctr.model.base import CTRModel
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import distributed
@@ -33,6 +34,11 @@ from mmctr.training.state import TrainState
 from mmctr.training.summary import Metrics, RunSummary
 
 Log = Callable[[str], None]
+_log = logger("training")
+
+# Asked after every epoch with its number and record; a reason (e.g. "pruned") stops the run
+# there, as if its patience had run out, and is kept in its state and summary.
+Stopper = Callable[[int, dict[str, Any]], str | None]
 
 
 class Monitor(Protocol):
@@ -57,27 +63,23 @@ def fit(
     *,
     resume: bool = False,
     progress: bool | None = None,
-    log: Log = print,
+    log: Log = _log.info,
     monitor: Monitor | None = None,
+    stopper: Stopper | None = None,
 ) -> RunSummary:
     """Train on the train split, stop on valid; leave the best weights in ``model``.
 
     ``model`` comes from ``run.new_model`` (item table loaded); ``run`` is locked by the
     caller. ``monitor`` (e.g. ``TensorBoardMonitor``) is told every step's loss and every
     epoch's record; it never changes what is trained. In a process group every rank calls
-    this; rank 0 alone writes the run.
+    this; rank 0 alone writes the run. ``stopper`` (a search's pruner) may end training
+    after any epoch; it is asked in a single process only.
     """
     world = distributed.current()
-    tc = config.train
+    if stopper is not None and world.active:
+        raise ValueError("a stopper decides for one process; it cannot stop a process group")
     progress = sys.stderr.isatty() if progress is None else progress
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
-    device = distributed.device_for(world, resolve_device(tc.device))
-    precision, why = resolve_precision(tc.precision, device)
-    if tc.precision != "fp32":
-        log(f"precision: {precision} ({why})")
-    tc = replace(tc, precision=precision)  # the run's config keeps what was asked ("auto")
-    model.to(device)
+    tc, device = _placed(model, config.train, world, log)
     optimizer = make_optimizer(model, tc)
     state = _start_or_resume(run, model, optimizer, data.schema, tc, resume, log)
     world.barrier()  # every rank has checked the run directory before rank 0 writes to it
@@ -99,13 +101,32 @@ def fit(
         if device.type == "cuda":
             record["gpu_peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         state.finish_epoch(record, train_seconds)
+        if stopper is not None:
+            state.stopped = stopper(epoch, record) or ""
         if world.is_main:
             _save_epoch(run, model, optimizer, config, data.schema, state, improved, metrics)
         if monitor is not None:
             monitor.epoch(epoch, loss.steps, record)
         log(_epoch_line(record))
+        if state.stopped:
+            log(f"stopped after epoch {epoch}: {state.stopped}")
     world.barrier()  # rank 0 has written the best weights that every rank loads back
     return _finish(run, model, state, data.schema, tc.patience, world)
+
+
+def _placed(
+    model: CTRModel, tc: TrainConfig, world: World, log: Log
+) -> tuple[TrainConfig, torch.device]:
+    """Threads set, ``model`` on its device; the train section with the precision resolved
+    (the run's saved config keeps what was asked, such as "auto")."""
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    device = distributed.device_for(world, resolve_device(tc.device))
+    precision, why = resolve_precision(tc.precision, device)
+    if tc.precision != "fp32":
+        log(f"precision: {precision} ({why})")
+    model.to(device)
+    return replace(tc, precision=precision), device
 
 
 def _data_parallel(
@@ -227,6 +248,7 @@ def _finish(
         stopped_early=state.bad_epochs >= patience,
         history=state.history,
         fingerprint=schema.fingerprint,
+        stopped=state.stopped,
     )
     if world.is_main:
         ckpt.write_summary(run, summary.to_dict())

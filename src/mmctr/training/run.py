@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,15 +26,17 @@ import torch
 from mmctr.config import Config, load_config
 from mmctr.data import DataSchema, Dataset, ItemTable
 from mmctr.errors import CheckpointError, ConfigError
+from mmctr.logs import Log, logger
 from mmctr.model import CTRModel, build_model, fit_items, parameter_counts
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import distributed
 from mmctr.training.inference import attach_items
 from mmctr.training.lock import run_lock
-from mmctr.training.loop import Monitor, fit
+from mmctr.training.loop import Monitor, Stopper, fit
+from mmctr.training.run_log import RunLog, mmctr_version
 from mmctr.training.summary import RunSummary
 
-Log = Callable[[str], None]
+_log = logger("training")
 
 
 @dataclass(frozen=True)
@@ -127,23 +129,29 @@ def train(
     *,
     resume: bool = False,
     progress: bool | None = None,
-    log: Log = print,
+    log: Log = _log.info,
     monitor: Monitor | None = None,
     new_items: np.ndarray | None = None,
+    stopper: Stopper | None = None,
 ) -> TrainedRun:
     """Train ``config`` on ``data`` into ``run_dir`` (resuming it when asked), stopping on
     valid; the model comes back with its best weights. Resuming with a config changed on
     purpose (more epochs, another device: ``--resume --set``) is allowed; ``resolve_config``
     refuses a different ``--config`` file.
 
-    In a process group (``torchrun``) every rank calls this; rank 0 alone locks and writes the
-    run, logs and monitors.
+    Every line given to ``log`` also goes to ``RUN/train.log`` (run_log.py). In a process
+    group (``torchrun``) every rank calls this; rank 0 alone locks and writes the run, logs
+    and monitors.
     """
     run = ckpt.RunDir(Path(run_dir))
     world = distributed.current()
     if not world.is_main:
         log, progress, monitor = silent, False, None
-    with run_lock(run.root) if world.is_main else contextlib.nullcontext():
+    else:  # for --verbose: the run's settings in a line (config.json keeps them all)
+        changed = "; ".join(Config().diff(config)) or "nothing"
+        _log.debug(f"config, changed from the defaults: {changed}")
+    log = run_log = RunLog(run.root if world.is_main else None, log, _first_line(run, data, resume))
+    with run_lock(run.root) if world.is_main else contextlib.nullcontext(), run_log:
         check_can_start(run.root, resume=resume)
         fresh = not (resume and run.state.exists())
         t0 = time.perf_counter()
@@ -153,5 +161,24 @@ def train(
             log(f"fitted the item-side switches (docs/beyond.md) in {seconds:.1f}s")
         log(f"model: {parameter_counts(model)['total']:,} parameters")
         summary = fit(model, data, config, run, resume=resume, progress=progress, log=log,
-                      monitor=monitor)  # fmt: skip
+                      monitor=monitor, stopper=stopper)  # fmt: skip
+        run_log.note(_last_line(summary))
     return TrainedRun(model, summary)
+
+
+def _first_line(run: ckpt.RunDir, data: Dataset, resume: bool) -> str:
+    """What started, for train.log: mmctr, the process, a new run or a resume, the data."""
+    start = "resume of" if resume else "new run in"
+    return (
+        f"mmctr {mmctr_version()} (process {os.getpid()}): {start} {run.root}; "
+        f"{len(data.rows('train')):,} train / {len(data['valid']):,} valid rows, "
+        f"schema {data.schema.fingerprint}"
+    )
+
+
+def _last_line(summary: RunSummary) -> str:
+    v = summary.best_valid
+    return (
+        f"done: best epoch {summary.best_epoch} of {summary.epochs_run}; valid auc {v.auc:.4f} "
+        f"logloss {v.logloss:.4f} gauc {v.gauc:.4f}; training {summary.train_seconds:.0f}s"
+    )

@@ -25,9 +25,10 @@ class TrainState:
     lr: float = 0.0  # the learning rate of the next epoch
     train_seconds: float = 0.0  # time spent in training steps, summed over epochs
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch
+    stopped: str = ""  # why the run was told to stop before its own end (e.g. "pruned")
 
     def should_continue(self, epochs: int, patience: int) -> bool:
-        return self.epoch < epochs and self.bad_epochs < patience
+        return not self.stopped and self.epoch < epochs and self.bad_epochs < patience
 
     def record(self, epoch: int, auc: float, lr_decay: float, min_lr: float) -> bool:
         """Account for a finished epoch's valid AUC; returns whether it is a new best.
@@ -55,7 +56,12 @@ class TrainState:
     def from_dict(cls, raw: Any, *, source: str) -> TrainState:
         """Read a saved state (also the ``counters`` dict that older runs saved)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(raw, dict) or not names <= set(raw):
-            missing = sorted(names - set(raw)) if isinstance(raw, dict) else sorted(names)
+        required = names - set(_ADDED_SINCE)
+        if not isinstance(raw, dict) or not required <= set(raw):
+            missing = sorted(required - set(raw)) if isinstance(raw, dict) else sorted(required)
             raise CheckpointError(f"{source}: training state lacks {', '.join(missing)}")
-        return cls(**{name: raw[name] for name in names})
+        return cls(**{name: raw[name] for name in names if name in raw})
+
+
+# fields that states saved by older mmctr lack: their defaults apply
+_ADDED_SINCE = ("stopped",)

@@ -37,6 +37,7 @@ class RunSummary:
     stopped_early: bool  # patience ran out before train.epochs
     history: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl's records
     fingerprint: str = ""  # the data schema's fingerprint
+    stopped: str = ""  # why training was told to stop early from outside ("pruned"), if it was
 
     def to_dict(self) -> dict[str, Any]:
         return {"finished": True, **asdict(self), "best_valid": self.best_valid.to_dict()}
@@ -52,6 +53,7 @@ class RunSummary:
                 stopped_early=bool(raw.get("stopped_early", False)),
                 history=list(raw.get("history", [])),
                 fingerprint=str(raw.get("fingerprint", "")),
+                stopped=str(raw.get("stopped", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: not a run summary ({exc!r})") from None

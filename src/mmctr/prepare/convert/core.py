@@ -22,6 +22,7 @@ import numpy as np
 
 from mmctr.data.layout import META_FILE
 from mmctr.errors import DataError
+from mmctr.logs import logger
 from mmctr.prepare.convert import write as cw
 from mmctr.prepare.convert.build import build
 from mmctr.prepare.convert.cold import MIN_EVENTS
@@ -66,6 +67,10 @@ def convert(
     show = sys.stderr.isatty() if progress is None else progress
     items = _sorted_catalogue(items)
     log, skips = _prepare_log(events, items, opts)
+    logger("convert").debug(
+        f"{len(log.items):,} interactions of {len(log.user_names):,} users and "
+        f"{len(items.ids):,} items kept; writing {out}"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.convert-", dir=out.parent))
     try:
