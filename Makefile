@@ -8,8 +8,8 @@ STAMP := $(VENV)/.installed
 
 # CPU PyTorch is pinned here, in the install step; the package itself declares a range so
 # that users on GPUs can bring a CUDA build. The embed (offline text and image encoders),
-# tensorboard, export (ONNX) and serve (HTTP scoring) extras are installed too, so that the tests
-# exercise them.
+# tensorboard, export (ONNX), serve (HTTP scoring), search (Optuna) and track (MLflow) extras
+# are installed too, so that the tests exercise them.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "torch==2.13.0"

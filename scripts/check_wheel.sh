@@ -13,6 +13,8 @@ WHEEL=$(ls "$WORK"/dist/mmctr-*.whl)
 LISTING=$(unzip -l "$WHEEL")
 grep -q "mmctr/config/presets/paper.toml" <<< "$LISTING" || {
   echo "the wheel lacks the shipped presets" >&2; exit 1; }
+grep -q "mmctr/search/spaces/target-transformer.toml" <<< "$LISTING" || {
+  echo "the wheel lacks the shipped search spaces" >&2; exit 1; }
 echo "fresh venv with $WHEEL"
 "$PYTHON" -m venv "$WORK/venv"
 "$WORK/venv/bin/pip" install --quiet "torch==2.13.0"
@@ -23,5 +25,12 @@ MMCTR="$WORK/venv/bin/mmctr"
 "$MMCTR" train --data data --config paper --out runs/paper --set train.epochs=1 --no-progress
 "$MMCTR" experiment ablation --data data --config cpu --out exp --seeds 1 --quick \
   --variants full,din
+# without the search extra, a search says which extra it needs (exit 2) and writes nothing
+code=0
+"$MMCTR" experiment search --data data --config cpu --space target-transformer --out srch \
+  2> search.err || code=$?
+[ "$code" -eq 2 ] && grep -q "mmctr\[search\]" search.err && [ ! -e srch ] || {
+  echo "search without Optuna: expected exit 2 naming the extra, got $code" >&2
+  cat search.err >&2; exit 1; }
 "$WORK/venv/bin/python" -c "import mmctr; print('mmctr from', mmctr.__file__)"
 echo "wheel check passed in $WORK"
