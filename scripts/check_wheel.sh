@@ -15,14 +15,23 @@ grep -q "mmctr/config/presets/paper.toml" <<< "$LISTING" || {
   echo "the wheel lacks the shipped presets" >&2; exit 1; }
 grep -q "mmctr/search/spaces/target-transformer.toml" <<< "$LISTING" || {
   echo "the wheel lacks the shipped search spaces" >&2; exit 1; }
+grep -q "dist-info/licenses/LICENSE" <<< "$LISTING" || {
+  echo "the wheel lacks the licence text (LICENSE)" >&2; exit 1; }
 echo "fresh venv with $WHEEL"
 "$PYTHON" -m venv "$WORK/venv"
 "$WORK/venv/bin/pip" install --quiet "torch==2.13.0"
 "$WORK/venv/bin/pip" install --quiet "torch==2.13.0" "$WHEEL"
 cd "$WORK"  # no source tree here: nothing named configs/ or src/
 MMCTR="$WORK/venv/bin/mmctr"
+VERSION=$(basename "$WHEEL" | cut -d- -f2)  # mmctr-<version>-py3-none-any.whl
+[ "$("$MMCTR" --version)" = "mmctr $VERSION" ] || {
+  echo "mmctr --version does not print the wheel's version $VERSION" >&2; exit 1; }
 "$MMCTR" synth data --preset tiny --seed 1 --force
 "$MMCTR" train --data data --config paper --out runs/paper --set train.epochs=1 --no-progress
+for file in config summary; do
+  grep -q "\"mmctr_version\": \"$VERSION\"" "runs/paper/$file.json" || {
+    echo "runs/paper/$file.json does not record mmctr $VERSION" >&2; exit 1; }
+done
 "$MMCTR" experiment ablation --data data --config cpu --out exp --seeds 1 --quick \
   --variants full,din
 # without the search extra, a search says which extra it needs (exit 2) and writes nothing

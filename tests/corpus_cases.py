@@ -123,6 +123,38 @@ def with_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.set_column(table.schema.get_field_index(name), name, values)
 
 
+def as_floats(column: str, nan_row: int | None = None) -> Break:
+    """Store an integer (or integer list) column as float64 with the same whole values; with
+    ``nan_row``, that row's value becomes NaN."""
+
+    def change(table: pa.Table) -> pa.Table:
+        values = table.column(column).to_pylist()
+        floats = [[float(x) for x in v] if isinstance(v, list) else float(v) for v in values]
+        if nan_row is not None:
+            floats[nan_row] = float("nan")
+        kind = pa.list_(pa.float64()) if isinstance(values[0], list) else pa.float64()
+        return with_column(table, column, pa.array(floats, type=kind))
+
+    return table_change(change)
+
+
+def int_labels(row: int, value: int) -> Break:
+    """The label column as int64 (as many writers store it), ``value`` at ``row``."""
+
+    def change(table: pa.Table) -> pa.Table:
+        labels = [int(v) for v in table.column("label").to_pylist()]
+        labels[row] = value
+        return with_column(table, "label", pa.array(labels, type=pa.int64()))
+
+    return table_change(change)
+
+
+def float_item_feature(b: Bench) -> None:
+    """Read likes_level as an item feature, stored as floats in item_info."""
+    set_key(b, "data", "item_feature_cols", '["likes_level"]')
+    as_floats("likes_level")(b.parquet(INFO))
+
+
 def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -534,5 +566,54 @@ CASES = [
         "line 4",
         "'title'",
         "not UTF-8",
+    ),
+    # id and label types: ids are integers, never cast from floats (whole values included);
+    # labels are integers or floats, each exactly 0 or 1
+    data(
+        "whole-valued float target ids",
+        TRAIN,
+        as_floats("item_id"),
+        "'item_id' must hold integers, found double",
+        "never cast",
+    ),
+    data(
+        "NaN among float target ids", TRAIN, as_floats("item_id", 4), "'item_id' must hold integers"
+    ),
+    data("float history ids", VALID, as_floats("item_seq"), "'item_seq' must hold integers"),
+    data("float user ids", TRAIN, as_floats("user_id"), "'user_id' must hold integers"),
+    data(
+        "float context level", TRAIN, as_floats("views_level"), "'views_level' must hold integers"
+    ),
+    data("float item_info ids", INFO, as_floats("item_id"), "'item_id' must hold integers"),
+    data("float tag ids", INFO, as_floats("item_tags"), "'item_tags' must hold integers"),
+    Case(
+        "float item feature",
+        "train",
+        float_item_feature,
+        ("item_info.parquet", "'likes_level' must hold integers"),
+    ),
+    data(
+        "float ids in test",
+        TEST,
+        as_floats("item_id"),
+        "'item_id' must hold integers",
+        command="predict",
+    ),
+    data(
+        "negative tag id", INFO, cell("item_tags", 3, [0, 0, 0, 4, -2]), "'item_tags' row 3", "-2"
+    ),
+    data("integer label 2", TRAIN, int_labels(5, 2), "'label' row 5: label 2 is not 0 or 1"),
+    data("label 0.5", VALID, cell("label", 2, 0.5), "'label' row 2: label 0.5 is not 0 or 1"),
+    data(
+        "boolean labels",
+        TRAIN,
+        cast("label", lambda v: v == 1.0),
+        "'label' must hold numbers, found bool",
+    ),
+    Case(
+        "convert: float ids in the embedding file",
+        INTERACTIONS,
+        lambda b: as_floats("item_id")(b.inputs / "emb.parquet"),
+        ("emb.parquet", "'item_id'", "must hold integer or string ids"),
     ),
 ]

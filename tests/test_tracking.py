@@ -17,6 +17,7 @@ import pytest
 
 from mmctr.cli.main import main
 from mmctr.training.tracking import Tracking, tracked_run
+from mmctr.version import mmctr_version
 
 # MLflow's SQL store on SQLAlchemy 2.1: not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
@@ -82,7 +83,9 @@ def test_train_logs_config_epochs_summary_and_small_files(
     (logged,) = runs_of(store, "train")
     assert logged.info.run_name == "run-a" and logged.info.status == "FINISHED"
     assert logged.data.tags["mmctr.run_dir"] == str(out.resolve())
-    assert logged.data.params == flat(json.loads((out / "config.json").read_text()))
+    saved = json.loads((out / "config.json").read_text())
+    assert logged.data.tags["mmctr.version"] == saved.pop("mmctr_version") == mmctr_version()
+    assert logged.data.params == flat(saved)  # the config, without the version beside it
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     points = client_of(store).get_metric_history(logged.info.run_id, "valid_auc")
     assert sorted((p.step, p.value) for p in points) == [

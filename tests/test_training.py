@@ -18,6 +18,7 @@ from mmctr.training import epoch as epochs
 from mmctr.training import inference, run
 from mmctr.training.state import TrainState
 from mmctr.training.summary import RunSummary
+from mmctr.version import mmctr_version
 
 STABLE = ("epoch", "train_loss", "valid_auc", "valid_logloss", "valid_gauc", "lr", "improved")
 
@@ -45,6 +46,7 @@ def test_trains_and_writes_its_run_directory(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and summary["best_epoch"] == result.best_epoch
     saved = json.loads((out / "config.json").read_text())
+    assert saved.pop("mmctr_version") == summary["mmctr_version"] == mmctr_version()
     assert Config.from_dict(saved) == tiny_config.with_overrides(["train.epochs=3"])
     assert not list(out.glob(".*.tmp")), "no temporary files are left behind"
     state = TrainState.from_dict(json.loads((out / "state.json").read_text()), source="state.json")

@@ -28,8 +28,9 @@ from mmctr.model import (
     register_model,
 )
 from mmctr.training.summary import Metrics, RunSummary
+from mmctr.version import mmctr_version
 
-__version__ = "0.1.0"
+__version__ = mmctr_version()  # the package metadata's (pyproject.toml), read at import
 
 __all__ = [
     "DIN",

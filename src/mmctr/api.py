@@ -7,8 +7,9 @@
     probs = scorer.score(history=[[12, 7, 33]], target=[5], context=[[3, 1]])
 
 ``load_run`` is the one way in for inference: the checkpoint, its config and data schema, the
-item table (tags and frozen embeddings) of a data folder checked against that schema, on a
-device. Scores come from ``training.inference``, as during training's validation.
+item table (tags and frozen embeddings) the run keeps (``training/run_items.py``; a data folder,
+when given, is checked against it), on a device. Scores come from ``training.inference``, as
+during training's validation.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from mmctr.training.inference import attach_items, autocast, predict_probs, reso
 from mmctr.training.loop import Log, Monitor
 from mmctr.training.metrics import split_report
 from mmctr.training.precision import for_inference
+from mmctr.training.run_items import scoring_items
 from mmctr.training.summary import RunSummary
 
 IdList = Sequence[int] | np.ndarray
@@ -81,8 +83,8 @@ class Scorer:
     model: CTRModel
     config: Config
     schema: DataSchema
-    items: ItemTable
-    data_dir: Path
+    items: ItemTable  # the trained items (rows 0 .. schema.num_items - 1)
+    data_dir: Path | None  # the data folder the splits are read from; None: no splits
     device: torch.device
     precision: str = "fp32"  # how ``model`` scores: fp32, bf16 weights or int8 Linear layers
     parameter_count: int = 0  # of the trained model (an int8 model hides its Linear weights)
@@ -90,7 +92,7 @@ class Scorer:
     def split(self, name: str, *, require_labels: bool = False) -> Split:
         """A split of the data folder, checked against the model's schema."""
         data = load_dataset(
-            self.data_dir,
+            self._data_dir(),
             self.config.data,
             (name,),
             schema=self.schema,
@@ -114,7 +116,12 @@ class Scorer:
 
     def train_target_counts(self) -> np.ndarray:
         """How many train rows have each item as their target: (num_items,) ints."""
-        return target_counts(Path(self.data_dir), "train", self.config.data, self.num_items)
+        return target_counts(self._data_dir(), "train", self.config.data, self.num_items)
+
+    def _data_dir(self) -> Path:
+        if self.data_dir is None:
+            raise CheckpointError("no data folder to read rows from: give load_run a data_dir")
+        return self.data_dir
 
     def evaluate_by_item_frequency(
         self, split: str | Split = "valid", *, train_counts: np.ndarray | None = None
@@ -228,39 +235,31 @@ class Scorer:
 
 def load_run(
     run_dir: str | Path,
-    data_dir: str | Path,
+    data_dir: str | Path | None = None,
     *,
     device: str | torch.device | None = None,
     items: ItemTable | None = None,
     precision: str = "fp32",
 ) -> Scorer:
-    """The best model of a run, with the item table of ``data_dir``, ready to score.
+    """The best model of a run with the item table it keeps (and its registered items), ready.
 
-    ``device`` defaults to the run's ``train.device`` (``auto``: a GPU when there is one).
-    ``items``: ``data_dir``'s item table when the caller has already read it with the run's
-    schema (the experiment runner), so that it is not read again. ``precision``: ``fp32``,
-    ``bf16`` (bfloat16 weights) or ``int8`` (dynamically quantised Linear layers, CPU only).
+    ``data_dir``: the data folder that ``split``/``predict``/``evaluate`` read rows from, checked
+    against the run; a run written before runs kept their table needs it for its item_info.
+    ``items``: its table already read with the run's schema (the experiment runner). ``device``
+    defaults to ``train.device``; ``precision``: ``fp32``, ``bf16`` or ``int8`` (CPU only).
     """
     trained = ckpt.load_trained(run_dir)
-    if items is None:
-        items = load_dataset(data_dir, trained.config.data, (), schema=trained.schema).items
+    table = scoring_items(run_dir, trained.schema, trained.config.data, data_dir, items)
     where = device if device is not None else trained.config.train.device
     target = where if isinstance(where, torch.device) else resolve_device(where)
     trained.model.to(target)
-    attach_items(trained.model, items)
+    attach_items(trained.model, table.items, held_out=table.held_out)
     count = sum(p.numel() for p in trained.model.parameters())
     model = for_inference(trained.model.eval(), precision)
-    scorer = Scorer(
-        model, trained.config, trained.schema, items, Path(data_dir), target, precision, count
-    )
-    registered = new_items.read_new_items(run_dir)
-    if registered is not None:
-        levels = new_items.read_new_item_features(run_dir, trained.schema.item_feature_cols)
-        ids = scorer.add_items(registered[1], registered[2], levels)
-        if not np.array_equal(ids, registered[0]):
-            raise CheckpointError(
-                f"{run_dir}: {new_items.NEW_ITEMS_FILE} does not follow the run's items"
-            )
+    scorer = Scorer(model, trained.config, trained.schema, table.items,
+                    Path(data_dir) if data_dir else None, target, precision, count)  # fmt: skip
+    if table.num_registered:
+        scorer.add_items(*table.registered)
     return scorer
 
 

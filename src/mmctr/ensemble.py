@@ -98,7 +98,7 @@ class EnsembleScorer:
         return self.members[0].items
 
     @property
-    def data_dir(self) -> Path:
+    def data_dir(self) -> Path | None:
         return self.members[0].data_dir
 
     @property
@@ -177,7 +177,7 @@ class EnsembleScorer:
 
 def load_ensemble(
     run_dirs: Sequence[str | Path],
-    data_dir: str | Path,
+    data_dir: str | Path | None,
     weights: Weights = None,
     *,
     device: str | torch.device | None = None,
@@ -186,7 +186,8 @@ def load_ensemble(
     """Two or more runs of one data schema, each loaded by ``load_run``, as one scorer.
 
     ``weights``: None or "mean" (``1/m`` each), "fitted" (``fit_weights`` on the valid split
-    of ``data_dir``), or one non-negative number a run (normalised to sum 1). Refuses fewer
+    of ``data_dir``), or one non-negative number a run (normalised to sum 1). ``data_dir``
+    may be None when every run keeps its item table (``load_run``). Refuses fewer
     than two runs, a run listed twice, and runs whose data schemas or data sections differ
     (CheckpointError naming both runs and the fields).
     """
@@ -208,7 +209,7 @@ def load_ensemble(
         if members[-1].num_items != first.num_items:
             raise CheckpointError(
                 f"{runs[0]} knows {first.num_items} items and {run} {members[-1].num_items}: "
-                "their registered new items (new_items.parquet) differ"
+                "their registered new items differ"
             )
     mean = np.full(len(runs), 1.0 / len(runs))
     ensemble = EnsembleScorer(tuple(members), runs, mean)

@@ -5,14 +5,16 @@ A new item gets the next free id (the trained items are 0 .. N-1), reads the zer
 of the id table, and carries its tags, its item features (``data.item_feature_cols``, e.g. its
 levels; 0 = unknown when not given) and 128-d embedding, given directly or computed from its
 title and/or cover image with the encoders and PCA that made the data's embeddings (the
-``.pca.npz`` beside them; the ``embed`` extra). ``mmctr items add`` keeps them in
-``RUN/new_items.parquet``, which ``load_run`` reads back; the service registers them in memory.
+``.pca.npz`` beside them, which a run keeps in its item bundle; the ``embed`` extra). ``mmctr
+items add`` keeps them in the run's item bundle (``RUN/items.npz``, training/bundle.py; runs
+written before it: ``RUN/new_items.parquet``), which ``load_run`` reads back; the service
+registers them in memory.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +23,9 @@ import pyarrow.parquet as pq
 from mmctr.atomic import atomic_path
 from mmctr.data.schema import DataSchema
 from mmctr.errors import DataError
+
+if TYPE_CHECKING:
+    from mmctr.prepare.embed.pca import FittedPCA
 
 NEW_ITEMS_FILE = "new_items.parquet"
 TAGS, EMB, ID = "item_tags", "item_emb", "item_id"
@@ -146,11 +151,11 @@ def write_new_items(
 
 
 def embed_from_content(
-    pca_file: str | Path, titles: list[str | None] | None, images: list[str | None] | None,
-    *, image_root: str | Path | None = None,
+    pca: str | Path | FittedPCA, titles: list[str | None] | None,
+    images: list[str | None] | None, *, image_root: str | Path | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """Frozen embeddings of new items from their titles / cover images, in the space of a saved
-    PCA, with the encoders recorded in it (needs the ``embed`` extra)."""
+    """Frozen embeddings of new items from their titles / cover images, in the space of a PCA
+    (or the file of one), with the encoders recorded in it (needs the ``embed`` extra)."""
     from mmctr.prepare.embed import (
         DEFAULT_IMAGE_ENCODER,
         DEFAULT_TEXT_ENCODER,
@@ -158,7 +163,8 @@ def embed_from_content(
         encode_items,
     )
 
-    pca = FittedPCA.load(pca_file)
+    pca_file = "the run's item bundle" if isinstance(pca, FittedPCA) else pca
+    pca = pca if isinstance(pca, FittedPCA) else FittedPCA.load(pca)
     encoders = pca.encoders
     if titles is not None and "text" not in encoders:
         raise DataError(f"{pca_file}: its PCA has no text block; give embeddings or images")

@@ -1,4 +1,5 @@
-"""Process-wide settings that make the training path faster without changing any result."""
+"""Process-wide settings that make the training path faster without changing any result,
+and the cores this process may use."""
 
 from __future__ import annotations
 
@@ -27,6 +28,15 @@ def keep_freed_memory() -> bool:
     if libc is None:
         return False
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def available_cpus() -> int:
+    """The cores this process may run on: its CPU affinity where the platform reports one
+    (Linux), else every core of the machine (macOS and Windows have no sched_getaffinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def release_freed_memory() -> None:

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from mmctr.cli import search as search_cli
-from mmctr.cli.flags import add_set_flag, add_track_flags, tracking_of
+from mmctr.cli.flags import add_set_flag, add_track_flags, config_help, tracking_of
 from mmctr.config import Config, load_config
 from mmctr.errors import ConfigError
 from mmctr.experiments.cold import DEFAULT_SEED, HeldOutItems
@@ -95,7 +95,10 @@ def _add_peers(kinds: argparse._SubParsersAction) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="data directory in the challenge layout")
     p.add_argument(
-        "--config", required=True, type=Path, help="TOML preset of the target-aware Transformer"
+        "--config",
+        required=True,
+        type=Path,
+        help=config_help("the target-aware Transformer's config: a TOML file"),
     )
     p.add_argument("--out", required=True, type=Path, help="experiment folder (reused to resume)")
     p.add_argument("--seeds", type=int, default=1, help="runs per variant, seeds seed+0..N-1")

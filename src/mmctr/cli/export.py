@@ -15,9 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, type=Path, help="run directory of a trained model")
     p.add_argument(
         "--data",
-        required=True,
         type=Path,
-        help="data directory whose item_info gives the item tables baked into the graph",
+        help="the data folder the run was trained on: checked against the run when given; "
+        "needed only by a run that keeps no item table (items.npz: runs written before it)",
     )
     p.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
     p.add_argument("--out", required=True, type=Path, help="file to write, e.g. model.onnx")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from mmctr.config import preset_names
 from mmctr.errors import ConfigError
 from mmctr.training.precision import INFERENCE_PRECISIONS
 from mmctr.training.tracking import Tracking
@@ -23,6 +24,12 @@ def add_verbosity_flags(p: argparse.ArgumentParser) -> None:
             *flags, dest="log_level", action="store_const", const=level,
             default=argparse.SUPPRESS, help=help,
         )  # fmt: skip
+
+
+def config_help(what: str = "TOML file") -> str:
+    """The help of a --config flag: ``what`` it takes, then the presets shipped in the package,
+    listed from the package data so that a new preset is never left out."""
+    return f"{what}, or a shipped preset: {', '.join(preset_names())}"
 
 
 def add_progress_flag(p: argparse.ArgumentParser) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmctr.errors import DataError
+
+if TYPE_CHECKING:
+    from mmctr.api import Scorer
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="register items from a parquet file: item_tags and item_emb, or title / image_path",
     )
     a.add_argument("--run", required=True, help="run directory written by `mmctr train`")
-    a.add_argument("--data", required=True, help="the data folder the run was trained on")
+    a.add_argument(
+        "--data",
+        help="the data folder the run was trained on: checked against the run when given; "
+        "needed only by a run that keeps no item table (items.npz: runs written before it)",
+    )
     a.add_argument(
         "--items",
         required=True,
@@ -29,7 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "title and/or image_path to embed with --pca; and, for a run with item features "
         "(data.item_feature_cols), a column of each (e.g. likes_level): a missing one is 0",
     )
-    a.add_argument("--pca", help="the .pca.npz that made the data's embeddings (with title/image)")
+    a.add_argument(
+        "--pca",
+        help="the .pca.npz that made the data's embeddings, to embed title/image_path (default: "
+        "the one the run keeps, when its data folder had one)",
+    )
     a.add_argument("--image-root", help="folder that relative image paths start from")
     a.add_argument("--json", action="store_true", help="print the new ids as JSON")
     a.set_defaults(func=add_items)
@@ -40,6 +51,7 @@ def add_items(args: argparse.Namespace) -> int:
 
     from mmctr.api import load_run
     from mmctr.items import write_new_items
+    from mmctr.training import bundle
     from mmctr.training.lock import run_lock
 
     table = _read(args.items)
@@ -49,19 +61,17 @@ def add_items(args: argparse.Namespace) -> int:
         if "item_emb" in table.column_names:
             emb = np.array(_column(table, "item_emb", args.items), dtype=np.float64)
         else:
-            emb = _embed(table, args)
+            emb = _embed(table, args, scorer)
         cols = scorer.schema.item_feature_cols
         levels = _levels(table, cols, args.items)
         ids = scorer.add_items(np.array(tags, dtype=np.int64), emb, levels)
         first, encoder = scorer.schema.num_items, scorer.model.items
-        write_new_items(
-            args.run,
-            np.arange(first, ids[-1] + 1),
-            encoder.item_tags[first:].numpy(),
-            encoder.item_emb[first:].numpy(),
-            encoder.item_features[first:].numpy(),
-            cols,
-        )
+        rows = (encoder.item_tags[first:].numpy(), encoder.item_emb[first:].numpy(),
+                encoder.item_features[first:].numpy())  # fmt: skip
+        if bundle.bundle_path(args.run).is_file():  # every registered item, old and new
+            bundle.write_registered(args.run, scorer.schema, rows)
+        else:  # a run written before runs kept their item table
+            write_new_items(args.run, np.arange(first, ids[-1] + 1), *rows, cols)
     if args.json:
         print(json.dumps({"ids": ids.tolist()}))
     else:
@@ -98,13 +108,21 @@ def _levels(table: pa.Table, cols: tuple[str, ...], path: str) -> np.ndarray | N
     return out
 
 
-def _embed(table: pa.Table, args: argparse.Namespace) -> np.ndarray:
+def _embed(table: pa.Table, args: argparse.Namespace, scorer: Scorer) -> np.ndarray:
+    """Embeddings of the items' titles / images with --pca, else the PCA the run keeps."""
     from mmctr.items import embed_from_content
+    from mmctr.prepare.embed import FittedPCA
+    from mmctr.training.bundle import read_bundle
 
     titles = table.column("title").to_pylist() if "title" in table.column_names else None
     images = table.column("image_path").to_pylist() if "image_path" in table.column_names else None
     if titles is None and images is None:
         raise DataError(f"{args.items}: give item_emb, or title and/or image_path with --pca")
-    if not args.pca:
-        raise DataError(f"{args.items}: embedding items from title/image_path needs --pca FILE")
-    return embed_from_content(args.pca, titles, images, image_root=args.image_root)
+    kept = None if args.pca else read_bundle(args.run, scorer.schema)
+    pca = FittedPCA.load(args.pca) if args.pca else kept.pca if kept is not None else None
+    if pca is None:
+        raise DataError(
+            f"{args.items}: embedding items from title/image_path needs --pca FILE (the run "
+            "keeps none: it keeps the item_emb.pca.npz of the data folder it was trained on)"
+        )
+    return embed_from_content(pca, titles, images, image_root=args.image_root)

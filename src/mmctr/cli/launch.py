@@ -7,6 +7,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from mmctr.runtime import available_cpus
+
 
 def without_nproc(argv: Sequence[str]) -> list[str]:
     """``argv`` less its ``--nproc N`` / ``--nproc=N``."""
@@ -34,5 +36,5 @@ def run_torchrun(nproc: int, argv: Sequence[str]) -> int:
     gets an equal share of the CPU's cores as its threads unless OMP_NUM_THREADS says."""
     env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env:
-        env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // nproc))
+        env["OMP_NUM_THREADS"] = str(max(1, available_cpus() // nproc))
     return subprocess.run(torchrun_command(nproc, argv), env=env, check=False).returncode

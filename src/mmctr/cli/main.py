@@ -1,4 +1,5 @@
 """The ``mmctr`` command line: argument parsing and exit codes; the work is in commands.py.
+``DESCRIPTION``, not this docstring, is what ``mmctr --help`` shows.
 
 Exit codes: 0 success, 2 bad input or usage, 1 anything else. Progress and status lines go
 through ``logging`` (mmctr/logs.py): ``-q/--quiet`` keeps warnings and errors only,
@@ -31,11 +32,21 @@ from mmctr.cli.flags import (
     add_set_flag,
     add_track_flags,
     add_verbosity_flags,
+    config_help,
 )
 from mmctr.errors import MmctrError, StorageError
 from mmctr.logs import to_terminal
 from mmctr.prepare.synth.preset import PRESETS
 from mmctr.runtime import keep_freed_memory
+from mmctr.version import mmctr_version
+
+DESCRIPTION = (
+    "Multimodal click-through-rate prediction on PyTorch: make or convert a data set in the "
+    "challenge layout, train the WWW 2025 EReL@MIR 1st-place model (or DIN, QIN), evaluate it, "
+    "predict a submission, run experiments and searches, export and serve it. Exit codes: 0 "
+    "success, 2 bad input or usage (the message names the file, column, row or config key), "
+    "1 anything else. `mmctr COMMAND --help` gives a command's options."
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,7 +62,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mmctr", description=__doc__)
+    parser = _Parser(prog="mmctr", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"mmctr {mmctr_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_data_commands(sub)
     _add_run_commands(sub)
@@ -106,8 +118,7 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="data directory in the challenge layout")
     p.add_argument(
         "--config",
-        help="TOML file, or a shipped preset: paper, cpu, din, release-small "
-        "(optional with --resume)",
+        help=config_help() + " (optional with --resume)",
     )
     p.add_argument("--out", required=True, help="run directory to create")
     add_set_flag(p)
@@ -157,14 +168,14 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
 def _add_measure_commands(sub: argparse._SubParsersAction) -> None:
     """describe and bench: what a config costs."""
     p = sub.add_parser("describe", help="parameter count and multiply-adds per sample")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help=config_help())
     p.add_argument("--data", required=True)
     add_set_flag(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.describe)
 
     p = sub.add_parser("bench", help="training/inference samples/s, load time, peak memory")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help=config_help())
     p.add_argument("--data", required=True)
     p.add_argument("--batches", type=int, default=20, help="timed training batches")
     p.add_argument(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmctr.cli.flags import add_set_flag, add_track_flags, tracking_of
+from mmctr.cli.flags import add_set_flag, add_track_flags, config_help, tracking_of
 from mmctr.config import load_config
 from mmctr.errors import ConfigError
 
@@ -19,7 +19,7 @@ def add_parser(kinds: argparse._SubParsersAction) -> None:
         "command resumes a stopped search.",
     )
     p.add_argument("--data", required=True, help="data directory in the challenge layout")
-    p.add_argument("--config", required=True, type=Path, help="the base config (TOML or preset)")
+    p.add_argument("--config", required=True, type=Path, help=config_help("the base config: TOML"))
     p.add_argument("--space", required=True, type=Path, help="TOML search space ([[param]] tables)")
     p.add_argument("--out", required=True, type=Path, help="search folder (reused to resume)")
     p.add_argument(

@@ -32,7 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="an ensemble's weights: mean (default), fitted (on the data's valid split) or "
         "one number a run, e.g. 0.7,0.3",
     )
-    p.add_argument("--data", required=True, help="data directory whose item_info it scores")
+    p.add_argument(
+        "--data",
+        help="the data folder the run was trained on: checked against the run when given; "
+        "needed only by a run that keeps no item table (items.npz: runs written before it) "
+        "and by --weights fitted",
+    )
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default loopback only: no auth)"
     )
@@ -91,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     runs = [str(r) for r in args.run]
     settings = ServeSettings(
         run=runs[0], runs=tuple(runs) if len(runs) > 1 else (), weights=args.weights,
-        data=str(args.data), host=args.host, port=args.port,
+        data=None if args.data is None else str(args.data), host=args.host, port=args.port,
         workers=args.workers, threads=args.threads or default_threads(args.workers),
         device=args.device, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         max_candidates=args.max_candidates, max_history=args.max_history,

@@ -22,6 +22,7 @@ from mmctr.config.moved import hint, move_flat_keys
 from mmctr.config.train import TrainConfig
 from mmctr.config.values import check_value, parse_text
 from mmctr.errors import ConfigError
+from mmctr.version import RECORD_KEY
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 PRESET_PACKAGE = "mmctr.config.presets"  # *.toml beside this file; configs/ at the root links there
@@ -47,8 +48,10 @@ class Config:
 
     @classmethod
     def from_saved(cls, raw: dict[str, Any], *, source: str) -> Config:
-        """A config a run saved (config.json, a checkpoint), by this or an older mmctr."""
-        return _from_dict(raw, source, saved=True)
+        """A config a run saved (config.json, a checkpoint), by this or an older mmctr; the
+        version config.json records beside the sections is not part of the config."""
+        sections = {k: v for k, v in raw.items() if k != RECORD_KEY}
+        return _from_dict(sections, source, saved=True)
 
     def diff(self, other: Config) -> list[str]:
         """The keys whose values differ, as ``section.key: ours -> theirs`` lines."""

@@ -1,8 +1,14 @@
 """Values of config keys: checked against their field's type when read from TOML, parsed from
-text when given with ``--set``."""
+text when given with ``--set``.
+
+A float key never holds nan or an infinity, whichever section it belongs to (a plug-in kind's
+included): TOML and ``float()`` both accept them, and they would otherwise surface as a failure
+deep inside PyTorch instead of an error naming the key.
+"""
 
 from __future__ import annotations
 
+import math
 import types
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -32,6 +38,8 @@ def check_value(value: Any, hint: Any, key: str, source: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
+        if not math.isfinite(value):
+            raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -101,7 +101,10 @@ def check_type(pf: pq.ParquetFile, column: str, kind: str, where: str) -> None:
     }[base]
     if not ok:
         wanted = {"int": "integers", "float": "floats", "label": "numbers"}[base]
-        raise DataError(f"{where}: column {column!r} must hold {wanted}, found {dtype}")
+        rule = ""
+        if base == "int" and pa.types.is_floating(element):  # never cast: 2.5 or nan has no id
+            rule = "; ids are never cast from floats: write the column with an integer type"
+        raise DataError(f"{where}: column {column!r} must hold {wanted}, found {dtype}{rule}")
 
 
 def first_index(mask: np.ndarray) -> int | None:

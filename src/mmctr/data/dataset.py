@@ -21,6 +21,7 @@ class Dataset:
     items: ItemTable
     splits: dict[str, Split]
     streams: dict[str, StreamingSplit] = field(default_factory=dict)  # read as they are used
+    source: Path | None = None  # the folder it was read from
 
     def __getitem__(self, split: str) -> Split:
         if split in self.streams:
@@ -90,7 +91,7 @@ def load_dataset(
         if not splits:
             found = replace(found, seq_len=schema.seq_len)
         schema.check_compatible(found, where=str(data_dir))
-    return Dataset(schema=found, items=items, splits=loaded, streams=streams)
+    return Dataset(schema=found, items=items, splits=loaded, streams=streams, source=data_dir)
 
 
 def _read_splits(

@@ -235,11 +235,14 @@ def read_split(
 
 
 def _labels(arr: pa.Array, where: str, column: str, row0: int) -> np.ndarray:
-    y = scalar(arr, where, column, row0).astype(np.float64)
+    """Labels of an integer or float column: each exactly 0 or 1 (a float 1.0 is a label, 0.5
+    or nan is not)."""
+    raw = scalar(arr, where, column, row0)
+    y = raw.astype(np.float64)
     check_finite(y, where, column, row0)
     i = first_index((y != 0.0) & (y != 1.0))
     if i is not None:
-        raise DataError(f"{where}: column {column!r} row {row0 + i}: label {y[i]} is not 0 or 1")
+        raise DataError(f"{where}: column {column!r} row {row0 + i}: label {raw[i]} is not 0 or 1")
     return y
 
 

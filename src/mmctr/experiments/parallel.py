@@ -13,7 +13,6 @@ interrupted parallel experiment resumes like a sequential one.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import queue as queue_module
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -26,7 +25,7 @@ from mmctr.errors import MmctrError
 from mmctr.experiments.cold import HeldOutItems
 from mmctr.experiments.plan import Plan
 from mmctr.experiments.runner import Progress, action_of, load_experiment_data, run_job
-from mmctr.runtime import keep_freed_memory
+from mmctr.runtime import available_cpus, keep_freed_memory
 from mmctr.training.tracking import Tracking
 
 _POLL_SECONDS = 1.0
@@ -35,13 +34,6 @@ _worker: dict[str, Any] = {}  # a worker process's plan, data, output folder and
 
 class WorkerDied(MmctrError):
     """A worker process ended without reporting its job (killed, or out of memory)."""
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def threads_per_job(jobs: int) -> int:

@@ -37,9 +37,17 @@ CHECK_ROWS = 256  # random rows scored by both the model and the written file
 
 
 def export_run(
-    run_dir: str | Path, data_dir: str | Path, fmt: str, out: str | Path, *, force: bool = False
+    run_dir: str | Path,
+    data_dir: str | Path | None,
+    fmt: str,
+    out: str | Path,
+    *,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Write the best model of ``run_dir`` with ``data_dir``'s item table baked in to ``out``.
+    """Write the best model of ``run_dir`` with its item table baked in to ``out``.
+
+    The table is the one the run keeps; ``data_dir`` (None: none) is checked against it, and
+    is needed by a run written before runs kept their table (``mmctr.load_run``).
 
     Returns what was written: path, format, bytes, interface, the largest difference of
     probabilities between the file and the model on ``CHECK_ROWS`` random rows (None for ONNX

@@ -29,7 +29,7 @@ class ServeSettings:
     """
 
     run: str
-    data: str
+    data: str | None = None  # the data folder, checked against the run; None: the run's own table
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -59,6 +59,8 @@ class ServeSettings:
             raise ConfigError("serve: --weights is for an ensemble: give --run twice or more")
         if self.runs:
             ensemble_weights(self.weights)  # a malformed --weights: refused before loading
+        if self.weights == "fitted" and self.data is None:
+            raise ConfigError("serve: --weights fitted fits on the data's valid split: give --data")
         positive = ("port", "workers", "max_batch", "max_candidates", "max_users")
         for name in positive:
             if getattr(self, name) < (0 if name == "port" else 1):

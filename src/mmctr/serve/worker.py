@@ -44,7 +44,7 @@ class ModelProcessError(MmctrError):
 def _serve(
     conn: Connection,
     run: str | list[str],
-    data: str,
+    data: str | None,
     device: str,
     threads: int,
     precision: str,
@@ -114,7 +114,7 @@ class ModelProcess:
     def __init__(
         self,
         run: str | list[str],
-        data: str,
+        data: str | None,
         *,
         device: str,
         threads: int,

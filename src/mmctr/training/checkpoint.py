@@ -1,12 +1,14 @@
 """The files of a run directory, written atomically, and loading a trained model back.
 
 RUN_DIR/
-    config.json     the full config the run uses
+    config.json     the full config the run uses, and the mmctr version that last started it
     state.pt        resume state after the last finished epoch: weights, optimizer, TrainState
     state.json      the same TrainState as JSON (epoch, best, bad epochs, lr, history)
     model.pt        best weights so far, with config and data schema (what evaluate/predict use)
+    items.npz       the item table the run is trained with, and its registered items (bundle.py)
     metrics.jsonl   one JSON object per finished epoch
-    summary.json    written when the run ends; its presence marks the run finished
+    summary.json    written when the run ends (with the mmctr version that finished it); its
+                    presence marks the run finished
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from mmctr.model.base import CTRModel
 from mmctr.model.factory import build_model
 from mmctr.training.state import TrainState
 from mmctr.training.summary import RunSummary
+from mmctr.version import RECORD_KEY, mmctr_version
 
 FORMAT_VERSION = 1
 
@@ -183,7 +186,9 @@ def write_metrics(run: RunDir, history: list[dict[str, Any]]) -> None:
 
 
 def write_config(run: RunDir, config: Config) -> None:
-    write_json(run.config, config.to_dict())
+    """config.json: the config, and the version of the mmctr starting (or resuming) the run,
+    so that a figure can be traced to the code; ``Config.from_saved`` reads past it."""
+    write_json(run.config, {**config.to_dict(), RECORD_KEY: mmctr_version()})
 
 
 def write_summary(run: RunDir, summary: dict[str, Any]) -> None:

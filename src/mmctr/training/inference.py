@@ -39,12 +39,16 @@ def model_device(model: CTRModel) -> torch.device:
     return next(iter(model.parameters())).device
 
 
-def attach_items(model: CTRModel, items: ItemTable) -> None:
+def attach_items(model: CTRModel, items: ItemTable, *, held_out: np.ndarray | None = None) -> None:
+    """Load the item table into ``model``; ``held_out``: trained ids it reads with the zero id
+    row (held out of training, as a run's bundle records them)."""
     model.items.load_item_features(
         torch.from_numpy(items.tags).long(),
         torch.from_numpy(items.emb).float(),
         torch.from_numpy(items.feature_matrix).long(),
     )
+    if held_out is not None and len(held_out):
+        model.items.mark_new_items(torch.from_numpy(held_out).long())
 
 
 @torch.inference_mode()

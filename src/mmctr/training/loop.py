@@ -24,14 +24,15 @@ from mmctr.data import DataSchema, Dataset
 from mmctr.errors import CheckpointError
 from mmctr.logs import logger
 from mmctr.model.base import CTRModel
+from mmctr.training import bundle, distributed
 from mmctr.training import checkpoint as ckpt
-from mmctr.training import distributed
 from mmctr.training import epoch as epochs
 from mmctr.training.distributed import World
 from mmctr.training.inference import resolve_device
 from mmctr.training.precision import resolve_precision
 from mmctr.training.state import TrainState
 from mmctr.training.summary import Metrics, RunSummary
+from mmctr.version import mmctr_version
 
 Log = Callable[[str], None]
 _log = logger("training")
@@ -84,8 +85,9 @@ def fit(
     state = _start_or_resume(run, model, optimizer, data.schema, tc, resume, log)
     world.barrier()  # every rank has checked the run directory before rank 0 writes to it
     net = _data_parallel(model, world, device, log)
-    if world.is_main:
+    if world.is_main:  # the item table goes with the run before any model.pt (bundle.py)
         ckpt.write_config(run, config)
+        bundle.write_for_training(run.root, data, model, resume=resume and run.state.exists())
     train, valid = data.rows("train"), data["valid"]
     while state.should_continue(tc.epochs, tc.patience):
         epoch = state.epoch + 1
@@ -249,6 +251,7 @@ def _finish(
         history=state.history,
         fingerprint=schema.fingerprint,
         stopped=state.stopped,
+        mmctr_version=mmctr_version(),
     )
     if world.is_main:
         ckpt.write_summary(run, summary.to_dict())

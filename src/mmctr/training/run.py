@@ -33,8 +33,9 @@ from mmctr.training import distributed
 from mmctr.training.inference import attach_items
 from mmctr.training.lock import run_lock
 from mmctr.training.loop import Monitor, Stopper, fit
-from mmctr.training.run_log import RunLog, mmctr_version
+from mmctr.training.run_log import RunLog
 from mmctr.training.summary import RunSummary
+from mmctr.version import mmctr_version
 
 _log = logger("training")
 

@@ -11,20 +11,12 @@ written (a full disk) is warned about once and given up: the log never stops tra
 from __future__ import annotations
 
 import time
-from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 
 from mmctr.logs import Log, logger
 
 LOG_FILE = "train.log"
-
-
-def mmctr_version() -> str:
-    try:
-        return metadata.version("mmctr")
-    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        return "(version unknown)"
 
 
 class RunLog:

@@ -38,6 +38,7 @@ class RunSummary:
     history: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl's records
     fingerprint: str = ""  # the data schema's fingerprint
     stopped: str = ""  # why training was told to stop early from outside ("pruned"), if it was
+    mmctr_version: str = ""  # the mmctr that finished the run; "" in runs written before it was
 
     def to_dict(self) -> dict[str, Any]:
         return {"finished": True, **asdict(self), "best_valid": self.best_valid.to_dict()}
@@ -54,6 +55,7 @@ class RunSummary:
                 history=list(raw.get("history", [])),
                 fingerprint=str(raw.get("fingerprint", "")),
                 stopped=str(raw.get("stopped", "")),
+                mmctr_version=str(raw.get("mmctr_version", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: not a run summary ({exc!r})") from None

@@ -7,7 +7,8 @@ An MLflow run of a training run holds
 - metrics: the numbers of each epoch's record (``valid_auc``, ``train_loss``, ``lr``, ...) with
   step = epoch, then the summary (``best_valid_auc``, ``best_epoch``, ``epochs_run``,
   ``train_seconds_total``, ...) at step 0;
-- artifacts: the run folder's small files (``RUN_FILES``), never its weights.
+- artifacts: the run folder's small files (``RUN_FILES``), never its weights;
+- tags: ``mmctr.version`` (the mmctr that logged it), ``mmctr.run_dir`` and the caller's.
 
 An experiment (or a search) is a parent run whose jobs are its child runs (the tag
 ``mlflow.parentRunId``): ``Tracking.child_of`` or ``start_parent`` give the ``Tracking`` its
@@ -39,6 +40,7 @@ from mmctr.training.mlflow_store import (
     sqlite_folder,
 )
 from mmctr.training.summary import RunSummary
+from mmctr.version import mmctr_version
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -226,7 +228,10 @@ def _start(
 ) -> TrackedRun:
     client = tracking.client()
     exp_id = experiment_id(client, tracking.experiment, tracking.artifact_location, tracking.uri)
-    all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    all_tags = {
+        "mmctr.version": mmctr_version(),
+        **{str(k): str(v) for k, v in (tags or {}).items()},
+    }
     if tracking.parent_run_id is not None:
         all_tags[PARENT_TAG] = tracking.parent_run_id
     if run_dir is not None:

@@ -13,8 +13,10 @@ loading a PCA file needs no scikit-learn object and reads files written before i
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -126,22 +128,41 @@ class FittedPCA:
         raw = {"text": raw_text_emb, "image": raw_image_emb}
         return self.transform(pca_input(self.modalities, raw))
 
-    def save(self, path: str | Path) -> None:
-        """Write one ``.npz`` (arrays + JSON metadata), atomically."""
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What a ``.npz`` of this PCA holds: its arrays and its metadata as a JSON string
+        (``save`` writes them; a run's item bundle keeps them too)."""
         meta = {
             "whiten": self.whiten,
             "modalities": [list(m) for m in self.modalities],
             "n_items": self.n_items,
             "total_variance": self.total_variance,
         }
+        return {
+            "mean": self.mean,
+            "components": self.components,
+            "explained_variance": self.explained_variance,
+            "meta": np.array(json.dumps(meta)),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> FittedPCA:
+        """The PCA of ``arrays()`` (KeyError, ValueError or TypeError when they are not)."""
+        meta = json.loads(str(arrays["meta"]))
+        return cls(
+            mean=np.asarray(arrays["mean"], dtype=np.float64),
+            components=np.asarray(arrays["components"], dtype=np.float64),
+            explained_variance=np.asarray(arrays["explained_variance"], dtype=np.float64),
+            total_variance=float(meta["total_variance"]),
+            whiten=bool(meta["whiten"]),
+            modalities=tuple((str(m), str(e), int(w)) for m, e, w in meta["modalities"]),
+            n_items=int(meta["n_items"]),
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write one ``.npz`` (arrays + JSON metadata), atomically."""
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                mean=self.mean,
-                components=self.components,
-                explained_variance=self.explained_variance,
-                meta=json.dumps(meta),
-            )
+            arrays: dict[str, Any] = self.arrays()
+            np.savez(fh, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> FittedPCA:
@@ -150,16 +171,7 @@ class FittedPCA:
             raise DataError(f"{path}: PCA file not found")
         try:
             with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                return cls(
-                    mean=z["mean"],
-                    components=z["components"],
-                    explained_variance=z["explained_variance"],
-                    total_variance=float(meta["total_variance"]),
-                    whiten=bool(meta["whiten"]),
-                    modalities=tuple((str(m), str(e), int(w)) for m, e, w in meta["modalities"]),
-                    n_items=int(meta["n_items"]),
-                )
+                return cls.from_arrays(z)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{path}: not a PCA file written by mmctr embed ({exc})") from None
 
