@@ -10,10 +10,15 @@ STAMP := $(VENV)/.installed
 # that users on GPUs can bring a CUDA build. The embed (offline text and image encoders),
 # tensorboard, export (ONNX), serve (HTTP scoring), search (Optuna) and track (MLflow) extras
 # are installed too, so that the tests exercise them.
+# TORCH_VERSION and TORCH_INDEX choose the build: `make setup TORCH_INDEX=https://download.
+# pytorch.org/whl/cpu` takes PyTorch's CPU wheel, .../whl/cu126 a CUDA 12.6 one (README).
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
+TORCH := "torch==$(TORCH_VERSION)"
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[dev,embed,tensorboard,export,serve,search,track]"
+	$(BIN)/pip install --quiet $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install --quiet $(TORCH) -e ".[dev,embed,tensorboard,export,serve,search,track]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -108,7 +108,9 @@ def _quiet() -> Iterator[None]:
 
 def _write_onnx(graph: ScoringGraph, iface: Interface, meta: dict[str, Any], path: Path) -> None:
     """torch.export's graph (dynamic batch dimension) translated to ONNX in a single file."""
-    batch = torch.export.Dim("batch", min=1)
+    # a finite upper bound: torch 2.6's export rejects an unbounded batch whose guards
+    # exclude the largest int64 (2**30 rows is beyond any batch that fits in memory)
+    batch = torch.export.Dim("batch", min=1, max=2**30)
     with _quiet(), torch.no_grad():
         program = torch.onnx.export(
             graph,
