@@ -6,6 +6,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,8 +33,11 @@ CTX = {"likes_level": 3, "views_level": 1}
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_run_master: Path) -> Path:
-    return tiny_run_master
+def run_dir(tiny_run_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny run: items registered over HTTP are kept with the run."""
+    out = tmp_path_factory.mktemp("serve") / "run"
+    shutil.copytree(tiny_run_master, out)
+    return out
 
 
 def served(run_dir: Path, data: Path, **limits: Any) -> Served:
@@ -336,8 +340,8 @@ def test_new_items_register_and_score_like_their_features(
         assert scores[0] == scores[1], "two items with the same features score the same"
         bad_tag = {"tags": [10**6] * len(new["tags"]), "emb": new["emb"]}
         refused = c.post("/v1/items", json={"items": [bad_tag]})
-        assert refused.status_code == 422 and refused.json()["field"] == "items"
-        assert "has a tag outside" in refused.json()["detail"]
+        assert refused.status_code == 422 and refused.json()["field"] == "items[0].tags[0]"
+        assert "is outside the run's" in refused.json()["detail"]
         short = {"tags": new["tags"], "emb": new["emb"][:5]}
         assert c.post("/v1/items", json={"items": [short]}).status_code == 422
         assert c.post("/v1/items", json={"items": []}).status_code == 422

@@ -91,15 +91,9 @@ class Scorer:
 
     def split(self, name: str, *, require_labels: bool = False) -> Split:
         """A split of the data folder, checked against the model's schema."""
-        data = load_dataset(
-            self._data_dir(),
-            self.config.data,
-            (name,),
-            schema=self.schema,
-            require_labels=require_labels,
-            items=self.items,  # read and checked by load_run
-        )
-        return data[name]
+        data = load_dataset(self._data_dir(), self.config.data, (name,), schema=self.schema,
+                            require_labels=require_labels, items=self.items)  # fmt: skip
+        return data[name]  # the items were read and checked by load_run
 
     def predict(
         self, split: str | Split = "test", *, progress: bool = False, logits: bool = False
@@ -145,16 +139,20 @@ class Scorer:
         """Items this scorer knows: the trained ones and any new ones added since."""
         return self.model.items.num_items
 
-    def add_items(self, tags: Any, emb: Any, levels: Any = None) -> np.ndarray:
+    def add_items(
+        self, tags: Any, emb: Any, levels: Any = None, room: int = 0, first: int | None = None
+    ) -> np.ndarray:
         """Register new items (cold start): (M, T) tag ids, (M, D) frozen embeddings and (M, C)
         item features in ``schema.item_feature_cols`` order (None: all 0, unknown).
 
-        Returns their ids, the next free ones. They score from their tags, features and
-        embedding with the zero id row (``ItemEncoder``); nothing is written (``mmctr items
-        add`` keeps them)."""
+        Returns their ids, the next free ones, or ``first`` on (those held already skipped);
+        ``room``: rows to keep free for later ones (``ItemEncoder.append_items``). They score
+        from their tags, features and embedding with the zero id row; nothing is written
+        (``mmctr items add`` and a server keep them: ``training/registration.py``)."""
         rows = new_items.check_for_schema(self.schema, tags, emb, levels, where="new items")
-        first = self.model.items.append_items(*(torch.from_numpy(a) for a in rows))
-        return np.arange(first, first + len(rows[0]))
+        tensors = (torch.from_numpy(a) for a in rows)
+        start = self.model.items.append_items(*tensors, room=room, first=first)
+        return np.arange(start, start + len(rows[0]))
 
     @torch.inference_mode()
     def score(self, history: Any, target: Any, context: Any, *, logits: bool = False) -> np.ndarray:

@@ -155,10 +155,12 @@ class EnsembleScorer:
         self.weights = fit_weights(self.logits(rows), rows.labels)
         return self.weights
 
-    def add_items(self, tags: Any, emb: Any, *features: Any) -> np.ndarray:
+    def add_items(
+        self, tags: Any, emb: Any, levels: Any = None, room: int = 0, first: int | None = None
+    ) -> np.ndarray:
         """Register new items in every member (``Scorer.add_items``'s arguments); they get the
         same ids in each."""
-        ids = [m.add_items(tags, emb, *features) for m in self.members]
+        ids = [m.add_items(tags, emb, levels, room, first) for m in self.members]
         if any(not np.array_equal(ids[0], other) for other in ids[1:]):
             raise RuntimeError(f"the ensemble's members gave new items different ids: {ids}")
         return ids[0]

@@ -7,8 +7,8 @@ levels; 0 = unknown when not given) and 128-d embedding, given directly or compu
 title and/or cover image with the encoders and PCA that made the data's embeddings (the
 ``.pca.npz`` beside them, which a run keeps in its item bundle; the ``embed`` extra). ``mmctr
 items add`` keeps them in the run's item bundle (``RUN/items.npz``, training/bundle.py; runs
-written before it: ``RUN/new_items.parquet``), which ``load_run`` reads back; the service
-registers them in memory.
+written before it: ``RUN/new_items.parquet``), which ``load_run`` reads back; so does the
+service's ``POST /v1/items``, through the same id allocator (training/registration.py).
 """
 
 from __future__ import annotations
@@ -48,10 +48,15 @@ def check_new_items(
     bad = np.flatnonzero(((tags < 0) | (tags >= num_tags)).any(1))
     if bad.size:
         raise DataError(f"{where}: item {bad[0]} has a tag outside the run's 0..{num_tags - 1}")
-    bad = np.flatnonzero(~np.isfinite(emb.astype(np.float64)).all(1))
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e300 is finite, but not in float32
+        emb32 = emb.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(emb32).all(1))
     if bad.size:
-        raise DataError(f"{where}: item {bad[0]} has a NaN or infinite embedding value")
-    return tags.astype(np.int64), emb.astype(np.float32)
+        raise DataError(
+            f"{where}: item {bad[0]} has a NaN or infinite embedding value (as float32, whose "
+            "largest is 3.4e38)"
+        )
+    return tags.astype(np.int64), emb32
 
 
 def check_for_schema(

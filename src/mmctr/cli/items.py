@@ -47,31 +47,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_items(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from mmctr.api import load_run
-    from mmctr.items import write_new_items
-    from mmctr.training import bundle
-    from mmctr.training.lock import run_lock
+    from mmctr.training.registration import register_items
 
     table = _read(args.items)
-    with run_lock(Path(args.run)):  # one writer of the run folder, as for training
-        scorer = load_run(args.run, args.data, device="cpu")  # with the items added before
-        tags = _column(table, "item_tags", args.items)
-        if "item_emb" in table.column_names:
-            emb = np.array(_column(table, "item_emb", args.items), dtype=np.float64)
-        else:
-            emb = _embed(table, args, scorer)
-        cols = scorer.schema.item_feature_cols
-        levels = _levels(table, cols, args.items)
-        ids = scorer.add_items(np.array(tags, dtype=np.int64), emb, levels)
-        first, encoder = scorer.schema.num_items, scorer.model.items
-        rows = (encoder.item_tags[first:].numpy(), encoder.item_emb[first:].numpy(),
-                encoder.item_features[first:].numpy())  # fmt: skip
-        if bundle.bundle_path(args.run).is_file():  # every registered item, old and new
-            bundle.write_registered(args.run, scorer.schema, rows)
-        else:  # a run written before runs kept their item table
-            write_new_items(args.run, np.arange(first, ids[-1] + 1), *rows, cols)
+    scorer = load_run(args.run, args.data, device="cpu")  # its schema, the PCA it keeps
+    tags = _column(table, "item_tags", args.items)
+    if "item_emb" in table.column_names:
+        emb = np.array(_column(table, "item_emb", args.items), dtype=np.float64)
+    else:
+        emb = _embed(table, args, scorer)
+    levels = _levels(table, scorer.schema.item_feature_cols, args.items)
+    # the ids and the write under the run's lock, held for that alone: a server registering
+    # items with the same run (POST /v1/items) takes turns with this, through the same code
+    done = register_items([args.run], scorer.schema, np.array(tags, dtype=np.int64), emb, levels)
+    ids = done.ids
     if args.json:
         print(json.dumps({"ids": ids.tolist()}))
     else:

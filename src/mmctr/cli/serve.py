@@ -38,18 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "needed only by a run that keeps no item table (items.npz: runs written before it) "
         "and by --weights fitted",
     )
-    p.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default loopback only: no auth)"
-    )
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1, help="processes, each with the model")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch threads per worker (default (cores-1)/workers)",
-    )
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto")
+    _add_process_flags(p)
     p.add_argument(
         "--max-batch", type=int, default=2048, help="(history, candidate) rows per forward pass"
     )
@@ -62,7 +51,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-users", type=int, default=64, help="users per /v1/score/batch")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument(
+        "--max-queue-rows",
+        type=int,
+        default=0,
+        help="rows queued or being scored; past it 503 (default 4 x --max-batch)",
+    )
+    p.add_argument(
+        "--deadline-ms", type=float, default=1000.0, help="arrival to answer; past it 503"
+    )
+    p.add_argument(
+        "--model-timeout-ms",
+        type=float,
+        default=5000.0,
+        help="one call into the model process; past it the process is killed and replaced",
+    )
     add_precision_flag(p)
+    _add_access_flags(p)
+    p.set_defaults(func=run)
+
+
+def _add_process_flags(p: argparse.ArgumentParser) -> None:
+    """Where it listens, and the processes and threads that answer."""
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="processes, each with the model")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads per worker (default (cores-1)/workers)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto")
     p.add_argument(
         "--in-process",
         action="store_true",
@@ -70,7 +90,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(less memory, but each pass waits for the event loop's GIL)",
     )
     p.add_argument("--access-log", action="store_true", help="log every request (slower)")
-    p.set_defaults(func=run)
+
+
+def _add_access_flags(p: argparse.ArgumentParser) -> None:
+    """Who may call what, and how many items it may register (docs/serving.md, Access)."""
+    p.add_argument(
+        "--max-new-items", type=int, default=10_000,
+        help="items registered with the run in all (POST /v1/items, mmctr items add); "
+        "past it /v1/items answers 409",
+    )  # fmt: skip
+    p.add_argument(
+        "--token-file",
+        help="a file holding the bearer token that /v1/items and /admin/* require (default: "
+        "the MMCTR_SERVE_TOKEN environment variable; neither: no token)",
+    )
+    p.add_argument(
+        "--token-all", action="store_true",
+        help="require the token on every route but /health, /healthz and /ready",
+    )  # fmt: skip
+    p.add_argument("--docs", action="store_true", help="serve /docs, /redoc and /openapi.json")
 
 
 def default_threads(workers: int) -> int:
@@ -88,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from mmctr.serve import app as serve_app
+        from mmctr.serve.access import read_token
         from mmctr.serve.settings import ServeSettings, load_served
     except ImportError as exc:
         raise MmctrError(
@@ -102,16 +141,24 @@ def run(args: argparse.Namespace) -> int:
         max_candidates=args.max_candidates, max_history=args.max_history,
         max_users=args.max_users, max_body_bytes=args.max_body_bytes,
         model_process=not args.in_process, precision=args.precision,
+        max_queue_rows=args.max_queue_rows, deadline_ms=args.deadline_ms,
+        model_timeout_ms=args.model_timeout_ms, max_new_items=args.max_new_items,
+        token_file=args.token_file, token_all=args.token_all, docs=args.docs,
     )  # fmt: skip
+    token = read_token(settings)  # an unusable token: exit 2 before the run is loaded
     served = load_served(settings)  # CheckpointError / DataError here: exit 2, no port opened
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     _log.info(
         f"mmctr serve: run {served.run_id} ({', '.join(runs)}) on http://{host}:{settings.port} "
         f"({settings.workers} worker(s) x {settings.threads} torch thread(s); batches up to "
-        f"{settings.max_batch} rows, {settings.max_wait_ms:g} ms wait)"
+        f"{settings.max_batch} rows, {settings.max_wait_ms:g} ms wait; at most "
+        f"{settings.queue_rows} rows in flight, {settings.deadline_ms:g} ms deadline)"
     )
-    if settings.host not in LOOPBACK:
-        _log.warning("mmctr serve: warning: listening beyond this machine, with no authentication")
+    if settings.host not in LOOPBACK and token is None:
+        _log.warning(
+            "mmctr serve: warning: listening beyond this machine with no token: anyone who "
+            "reaches it may register items (--token-file, or MMCTR_SERVE_TOKEN)"
+        )
     # --verbose shows uvicorn's own lifecycle lines as well
     level = "info" if _log.isEnabledFor(logging.DEBUG) else "warning"
     options = {"host": settings.host, "port": settings.port, "access_log": args.access_log,

@@ -98,6 +98,7 @@ class ItemEncoder(nn.Module):
         if self.needs_fit:
             self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         self.out_dim = id_dim + tag_dim + feature_dim * len(sizes) + mm_width + sid_width
+        self._spare: dict[str, torch.Tensor] | None = None  # the table's buffers with free rows
 
     @property
     def num_items(self) -> int:
@@ -140,19 +141,70 @@ class ItemEncoder(nn.Module):
         self._recode()
 
     def append_items(
-        self, tags: torch.Tensor, emb: torch.Tensor, features: torch.Tensor | None = None
-    ) -> int:
+        self, tags: torch.Tensor, emb: torch.Tensor, features: torch.Tensor | None = None, *,
+        room: int = 0, first: int | None = None,
+    ) -> int:  # fmt: skip
         """Add new items (M, T) tags, (M, D) embeddings and (M, C) features (None: all 0,
-        unknown) at the end of the table; they read the zero id row. Returns the first new id
-        (the table's size before)."""
-        first = self.num_items
+        unknown) at the end of the table; they read the zero id row. Returns the first new id.
+
+        ``first``: the id the first of them must get (default: the table's size); rows the
+        table already holds from there are skipped, so the call can be repeated. The rows are
+        written beside the live table, into free rows after it, and the table is then widened
+        over them: only the new rows are copied. Where too few rows are free, the table moves
+        once into buffers with ``room`` free rows beyond these items (a whole copy), so that a
+        server registering items call after call copies the table once, not per call.
+        """
+        size = self.num_items
+        start = size if first is None else first
+        if not start <= size <= start + tags.shape[0]:
+            raise ValueError(f"new items from id {start}: the table holds {size} items")
+        tags, emb = tags[size - start :], emb[size - start :]
         if features is None:
             features = torch.zeros(tags.shape[0], self.item_features.shape[1], dtype=torch.long)
-        grown_tags = torch.cat([self.item_tags, tags.to(self.item_tags)])
-        grown_emb = torch.cat([self.item_emb, emb.to(self.item_emb)])
-        grown_features = torch.cat([self.item_features, features.to(self.item_features)])
-        self.load_item_features(grown_tags, grown_emb, grown_features)
-        return first
+        features = features[features.shape[0] - tags.shape[0] :]
+        end = size + tags.shape[0]
+        if end == size:
+            return start
+        if self._free_rows() < tags.shape[0]:
+            self._move(end + room)
+        spare = self._spare
+        assert spare is not None
+        spare["item_tags"][size:end] = tags
+        spare["item_emb"][size:end] = emb
+        spare["item_features"][size:end] = features
+        spare["id_rows"][size:end] = 0
+        if self.sid_emb is not None:
+            spare["sid_codes"][size:end] = assign_codes(spare["item_emb"][size:end], self.sid_books)
+        for name, store in spare.items():  # a full buffer is itself, not a view of itself
+            setattr(self, name, store if end == store.shape[0] else store[:end])
+        return start
+
+    def _free_rows(self) -> int:
+        """Rows free beside the live table: 0 unless every table buffer is still the start of
+        the buffer ``_move`` made (loading, ``to`` or a cast replaces them)."""
+        spare = self._spare
+        if spare is None:
+            return 0
+        for name, store in spare.items():
+            live = getattr(self, name)
+            if live.data_ptr() != store.data_ptr() or (live.dtype, live.device) != (
+                store.dtype, store.device
+            ):  # fmt: skip
+                return 0
+        return int(spare["item_tags"].shape[0]) - self.num_items
+
+    def _move(self, rows: int) -> None:
+        """Move the table into buffers of ``rows`` rows; the live table is their first rows."""
+        names = ["item_tags", "item_emb", "item_features", "id_rows"]
+        names += ["sid_codes"] if self.sid_emb is not None else []
+        size = self.num_items
+        self._spare = {}
+        for name in names:
+            live = getattr(self, name)
+            store = live.new_empty((rows, *live.shape[1:]))
+            store[:size] = live
+            self._spare[name] = store
+            setattr(self, name, store[:size])
 
     def take_table(self, other: ItemEncoder) -> None:
         """Load ``other``'s item table as it stands: appended items and new-item marks too."""

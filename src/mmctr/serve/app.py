@@ -4,10 +4,12 @@ mapping of every refusal to a 4xx that names the field.
     POST /v1/score        {"history": [...], "context": {...}, "candidates": [...]}
     POST /v1/score/batch  {"requests": [score request, ...]}
     POST /v1/rank         a score request with an optional "top": N
+    POST /v1/items        {"items": [{"tags": [...], "emb": [...]}, ...]}  (registry.py)
     GET  /v1/model, /healthz (also /health), /ready, /metrics
 
-Request models are strict (an id must be a JSON integer, not "12" or 12.0) and closed (an
-unknown key is refused), so a typo never scores something the caller did not mean.
+Request models (requests.py) are strict (an id must be a JSON integer, not "12" or 12.0),
+closed (an unknown key is refused) and bounded by the server's limits; who may call what is
+access.py's (a bearer token, and the docs off unless asked for).
 """
 
 from __future__ import annotations
@@ -23,37 +25,21 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from mmctr.ensemble import EnsembleScorer
-from mmctr.errors import DataError
-from mmctr.serve.batcher import MicroBatcher, ShuttingDown
+from mmctr.serve.access import guard, openapi_url, read_token
+from mmctr.serve.admission import Unavailable, unavailable_handler
+from mmctr.serve.batcher import MicroBatcher
 from mmctr.serve.checks import BadRequest, RequestChecker
 from mmctr.serve.metrics import ASGIApp, ServeMetrics, instrument
+from mmctr.serve.registry import add_item_route
+from mmctr.serve.requests import BatchRequest, RankRequest, RequestBounds, ScoreRequest
 from mmctr.serve.settings import Served, ServeSettings, load_served
-from mmctr.serve.worker import ModelProcess, ModelProcessError, drop_weights
+from mmctr.serve.supervisor import model_process, readiness
 
 SETTINGS_ENV = "MMCTR_SERVE_SETTINGS"  # how `mmctr serve --workers N` hands settings to workers
 PATHS = {"/v1/score", "/v1/score/batch", "/v1/rank", "/v1/model", "/v1/items"}
 PATHS |= {"/healthz", "/health", "/ready", "/metrics"}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-
-class ScoreRequest(_Strict):
-    history: list[int] = Field(description="item ids the user interacted with, oldest first")
-    context: dict[str, int] = Field(description="a level for each of the model's context columns")
-    candidates: list[int] = Field(description="item ids to score")
-
-
-class RankRequest(ScoreRequest):
-    top: int | None = Field(default=None, ge=1, description="how many to return; default all")
-
-
-class BatchRequest(_Strict):
-    requests: list[ScoreRequest] = Field(description="one score request per user")
 
 
 class ScoreResponse(BaseModel):
@@ -80,45 +66,22 @@ class RankResponse(BaseModel):
     run: str
 
 
-class NewItem(_Strict):
-    tags: list[int] = Field(description="tag ids, the run's tags per item, left-padded with 0")
-    emb: list[float] = Field(description="the frozen multimodal embedding (128 values)")
-    levels: dict[str, int] = Field(
-        default_factory=dict,
-        description="item features by column (e.g. likes_level); 0 if left out",
-    )
-
-
-class NewItemsRequest(_Strict):
-    items: list[NewItem] = Field(description="items to register, scored without a learned id")
-
-
-class NewItemsResponse(BaseModel):
-    ids: list[int] = Field(description="the ids given to the new items, in request order")
-    run: str
-
-
 def build_app(served: Served) -> ASGIApp:
     """The service for a loaded run: routes, micro-batcher, metrics and the body limit."""
     settings = served.settings
+    token = read_token(settings)  # a ConfigError before anything starts
     metrics = ServeMetrics(PATHS)
-    model = None
-    if settings.model_process:
-        scorer = served.scorer  # an ensemble's weights go along, fitted once, here
-        ensemble = scorer.weights.tolist() if isinstance(scorer, EnsembleScorer) else None
-        model = ModelProcess(
-            settings.run if ensemble is None else list(settings.runs), settings.data,
-            device=settings.device, threads=settings.threads, precision=settings.precision,
-            weights=ensemble,
-        )  # fmt: skip
-        drop_weights(served.scorer.model)  # the child scores; this process checks requests
+    model = model_process(served, metrics.restarts.inc)  # None: the model runs in this process
     batcher = MicroBatcher(
         served.scorer.score_groups if model is None else model.score_groups,
         max_batch=settings.max_batch,
         max_wait_s=settings.max_wait_ms / 1000,
+        max_rows=settings.queue_rows,
+        deadline_s=settings.deadline_ms / 1000,
         threads=settings.threads,
         on_batch=metrics.observe_batch,
     )
+    metrics.rows_in_flight.set_function(lambda: batcher.rows_in_flight)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -129,32 +92,20 @@ def build_app(served: Served) -> ASGIApp:
         if model is not None:
             model.close()
 
-    app = FastAPI(title="mmctr", summary=f"CTR scores of run {served.run_id}", lifespan=lifespan)
+    app = FastAPI(title="mmctr", summary=f"CTR scores of run {served.run_id}", lifespan=lifespan,
+                  openapi_url=openapi_url(settings))  # fmt: skip
     _add_error_handlers(app)
-    _add_scoring_routes(app, served, batcher, _registrar(served, model))
-    _add_info_routes(app, served, metrics, model)
+    app.add_exception_handler(Unavailable, unavailable_handler(metrics.count_unavailable))
+    bounds = RequestBounds(served)
+    _add_scoring_routes(app, served, batcher, bounds)
+    add_item_route(app, served, batcher, model, bounds)
+    not_ready = readiness(model, batcher, settings.model_timeout_ms / 1000)
+    _add_info_routes(app, served, metrics, not_ready)
     if model is None:
         warm_up(served)  # the model process warms itself up
-    return instrument(app, metrics, settings.max_body_bytes)
-
-
-def _registrar(served: Served, model: ModelProcess | None) -> Callable[[Any, Any, Any], np.ndarray]:
-    """How new items are registered: in the scorer, and in the model process when there is
-    one (the scorer here then only checks requests, and must know the new ids too)."""
-    scorer: Any = served.scorer  # a run's Scorer, or an ensemble's (item features: none yet)
-
-    def register(tags: Any, emb: Any, levels: Any) -> np.ndarray:
-        # levels (item features) only where there are any, so a scorer without them still works
-        extra = () if levels is None else (levels,)
-        if model is None:
-            return scorer.add_items(tags, emb, *extra)
-        ids = model.add_items(tags, emb, levels)
-        mine = scorer.add_items(tags, emb, *extra)
-        if not np.array_equal(ids, mine):
-            raise RuntimeError(f"the model process gave ids {ids}, the server {mine}")
-        return ids
-
-    return register
+    # the token is checked before the body is read (a refusal costs no body)
+    return guard(instrument(app, metrics, settings.max_body_bytes), token, settings.token_all,
+                 metrics)  # fmt: skip
 
 
 def warm_up(served: Served) -> None:
@@ -168,17 +119,19 @@ def _add_scoring_routes(
     app: FastAPI,
     served: Served,
     batcher: MicroBatcher,
-    register: Callable[[Any, Any, Any], np.ndarray],
+    bounds: RequestBounds,
 ) -> None:
     checker, run, max_users = RequestChecker(served), served.run_id, served.settings.max_users
 
     @app.post("/v1/score", response_model=ScoreResponse)
+    @bounds.bind
     async def score(req: ScoreRequest) -> ScoreResponse:
         """Click probabilities of one user's candidates."""
         probs = await batcher.score(checker.group(req.history, req.context, req.candidates))
         return ScoreResponse(scores=probs.tolist(), run=run)
 
     @app.post("/v1/score/batch", response_model=BatchResponse)
+    @bounds.bind
     async def score_batch(req: BatchRequest) -> BatchResponse:
         """Several users in one request; each is batched like a request of its own."""
         if not req.requests:
@@ -191,26 +144,11 @@ def _add_scoring_routes(
             checker.group(r.history, r.context, r.candidates, prefix=f"requests[{i}].")
             for i, r in enumerate(req.requests)
         ]
-        results = await asyncio.gather(*(batcher.score(g) for g in groups))
+        results = await batcher.score_all(groups)  # admitted or refused (503) together
         return BatchResponse(results=[ScoreResult(scores=p.tolist()) for p in results], run=run)
 
-    @app.post("/v1/items", response_model=NewItemsResponse)
-    async def add_items(req: NewItemsRequest) -> NewItemsResponse:
-        """Register new items (cold start): later requests may score them by their new ids."""
-        if not req.items or len(req.items) > served.settings.max_candidates:
-            raise BadRequest("items", f"give 1..{served.settings.max_candidates} items")
-        tags = [i.tags for i in req.items]
-        emb = [i.emb for i in req.items]
-        if len({len(t) for t in tags}) > 1 or len({len(e) for e in emb}) > 1:
-            raise BadRequest("items", "every item needs the same number of tags and of values")
-        levels = checker.item_levels([i.levels for i in req.items], "items")
-        try:
-            ids = await batcher.call(register, tags, emb, levels)
-        except DataError as exc:
-            raise BadRequest("items", str(exc).removeprefix("new items: ")) from None
-        return NewItemsResponse(ids=ids.tolist(), run=run)
-
     @app.post("/v1/rank", response_model=RankResponse)
+    @bounds.bind
     async def rank(req: RankRequest) -> RankResponse:
         """The candidates sorted by score, highest first, cut to ``top``."""
         group = checker.group(req.history, req.context, req.candidates)
@@ -222,7 +160,7 @@ def _add_scoring_routes(
 
 
 def _add_info_routes(
-    app: FastAPI, served: Served, metrics: ServeMetrics, process: ModelProcess | None
+    app: FastAPI, served: Served, metrics: ServeMetrics, not_ready: Callable[[], str | None]
 ) -> None:
     description = served.describe()
 
@@ -235,9 +173,9 @@ def _add_info_routes(
     @app.get("/ready")
     async def ready() -> Any:
         """Ready: the model is loaded (it is before the server listens) and warmed up, and
-        its process, when it has one, is alive (503 if it died: restart the server)."""
-        if process is not None and not process.alive:
-            return _error(503, "server", "the model process has died; restart the server")
+        answers (503 while a model process that hung or died is replaced; supervisor.py)."""
+        if (why := not_ready()) is not None:
+            return _error(503, "server", why)
         return {"ready": True, "run": served.run_id}
 
     @app.get("/v1/model")
@@ -264,14 +202,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         loc = list(first.get("loc", ()))
         field = _field_path(loc[1:] if loc[:1] == ["body"] else loc)
         return _error(422, field, str(first.get("msg", "is invalid")))
-
-    @app.exception_handler(ShuttingDown)
-    async def closing(_: Request, exc: ShuttingDown) -> JSONResponse:
-        return _error(503, "server", str(exc))
-
-    @app.exception_handler(ModelProcessError)
-    async def model_gone(_: Request, exc: ModelProcessError) -> JSONResponse:
-        return _error(503, "server", f"{exc}; restart the server")
 
 
 def _field_path(loc: list[Any]) -> str:

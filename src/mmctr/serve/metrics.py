@@ -11,7 +11,15 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+from mmctr.serve.admission import ARRIVED, REASONS
 
 # the *_created series (a timestamp per label set) double the output and say nothing here
 disable_created_metrics()
@@ -55,6 +63,23 @@ class ServeMetrics:
         self.candidates = Counter(
             "mmctr_candidates_scored", "Candidates scored", registry=self.registry
         )
+        self.unavailable = Counter(
+            "mmctr_unavailable", "Requests answered 503 with Retry-After, by reason", ["reason"],
+            registry=self.registry,
+        )  # fmt: skip
+        for reason in REASONS:  # every reason shows, at 0 until it happens
+            self.unavailable.labels(reason)
+        self.restarts = Counter(
+            "mmctr_model_restarts", "Model processes started to replace one that hung or died",
+            registry=self.registry,
+        )  # fmt: skip
+        self.rows_in_flight = Gauge(
+            "mmctr_rows_in_flight", "(history, candidate) rows queued or being scored",
+            registry=self.registry,
+        )  # fmt: skip
+
+    def count_unavailable(self, reason: str) -> None:
+        self.unavailable.labels(reason).inc()
 
     def observe_batch(self, requests: int, rows: int, seconds: float) -> None:
         self.batch_requests.observe(requests)
@@ -71,6 +96,7 @@ def instrument(app: ASGIApp, metrics: ServeMetrics, max_body_bytes: int) -> ASGI
             await app(scope, receive, send)
             return
         start = time.perf_counter()
+        ARRIVED.set(time.monotonic())  # the request's deadline counts from here
         status = 500  # if the app raises before it answers
         path = scope["path"] if scope["path"] in metrics.paths else "other"
 

@@ -14,6 +14,8 @@ from mmctr.ensemble import EnsembleScorer, load_ensemble
 from mmctr.errors import ConfigError
 from mmctr.training.precision import INFERENCE_PRECISIONS
 
+QUEUE_BATCHES = 4  # the default bound on rows in flight (--max-queue-rows), in full passes
+
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -45,11 +47,23 @@ class ServeSettings:
     precision: str = "fp32"  # fp32, bf16 (bfloat16 weights) or int8 (quantised Linear layers)
     runs: tuple[str, ...] = ()  # every run of an ensemble, ``run`` first; empty: one run
     weights: str = "mean"  # an ensemble's: mean, fitted, or "0.7,0.3"
+    max_queue_rows: int = 0  # rows queued or being scored; 0 = QUEUE_BATCHES x max_batch
+    deadline_ms: float = 1000.0  # from a request's arrival to its answer; past it 503
+    model_timeout_ms: float = 5000.0  # one call into the model process; past it, replaced
+    max_new_items: int = 10_000  # items registered with the run in all (POST /v1/items)
+    token_file: str | None = None  # the bearer token's file (access.py); None: MMCTR_SERVE_TOKEN
+    token_all: bool = False  # the token on every route but the probes, not only on writes
+    docs: bool = False  # /docs, /redoc and /openapi.json
 
     @property
     def run_dirs(self) -> tuple[str, ...]:
         """The runs served: ``(run,)``, or an ensemble's."""
         return self.runs or (self.run,)
+
+    @property
+    def queue_rows(self) -> int:
+        """The bound on rows queued or being scored (docs/serving.md, Overload)."""
+        return self.max_queue_rows or QUEUE_BATCHES * self.max_batch
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "runs", tuple(self.runs))  # JSON gives a list
@@ -65,8 +79,10 @@ class ServeSettings:
         for name in positive:
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ConfigError(f"serve: --{name.replace('_', '-')} must be positive")
-        if self.max_wait_ms < 0 or self.threads < 0 or self.max_history < 0:
-            raise ConfigError("serve: --max-wait-ms, --threads and --max-history must be >= 0")
+        if min(self.max_wait_ms, self.threads, self.max_history, self.max_new_items) < 0:
+            raise ConfigError(
+                "serve: --max-wait-ms, --threads, --max-history and --max-new-items must be >= 0"
+            )
         if self.max_candidates > self.max_batch:
             raise ConfigError(
                 f"serve: --max-candidates {self.max_candidates} exceeds --max-batch "
@@ -78,6 +94,7 @@ class ServeSettings:
             )
         if self.max_body_bytes < 1024:
             raise ConfigError("serve: --max-body-bytes must be at least 1024")
+        _check_overload(self)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -100,7 +117,8 @@ class Served:
         return self.settings.max_history or self.scorer.schema.seq_len
 
     def describe(self) -> dict[str, Any]:
-        """What ``GET /v1/model`` answers: enough for a caller to build valid requests."""
+        """What ``GET /v1/model`` answers: enough for a caller to build valid requests. No
+        file paths: the run is named by its id (folder name and weights' digest)."""
         schema = self.scorer.schema
         scorer = self.scorer
         if isinstance(scorer, EnsembleScorer):
@@ -111,16 +129,13 @@ class Served:
                 "device": str(scorer.device),
                 "precision": scorer.precision,
                 "members": [
-                    {"run": run_id(run), "run_dir": str(run), "weight": float(w), **_model(m)}
-                    for m, run, w in members
+                    {"run": run_id(run), "weight": float(w), **_model(m)} for m, run, w in members
                 ],
             }
         else:
             model = _model(scorer)
         return {
             "run": self.run_id,
-            "run_dir": self.settings.run,
-            **({"run_dirs": list(self.settings.runs)} if self.settings.runs else {}),
             "model": model,
             "vocab": {
                 "items": schema.num_items,
@@ -136,8 +151,22 @@ class Served:
                 "max_body_bytes": self.settings.max_body_bytes,
                 "max_batch": self.settings.max_batch,
                 "max_wait_ms": self.settings.max_wait_ms,
+                "max_queue_rows": self.settings.queue_rows,
+                "deadline_ms": self.settings.deadline_ms,
+                "max_new_items": self.settings.max_new_items,
             },
         }
+
+
+def _check_overload(settings: ServeSettings) -> None:
+    """The queue bound holds at least one full pass; the deadlines are positive."""
+    if settings.deadline_ms <= 0 or settings.model_timeout_ms <= 0:
+        raise ConfigError("serve: --deadline-ms and --model-timeout-ms must be positive")
+    if settings.max_queue_rows and settings.max_queue_rows < settings.max_batch:
+        raise ConfigError(
+            f"serve: --max-queue-rows {settings.max_queue_rows} is below --max-batch "
+            f"{settings.max_batch}; the queue must hold at least one full pass"
+        )
 
 
 def _model(scorer: Scorer) -> dict[str, Any]:

@@ -10,7 +10,8 @@ the GIL while it waits.
 The child loads the run itself (``load_run``, or ``load_ensemble`` for several), warms up,
 and answers ``score_groups`` and ``add_items`` calls in order until it is told to stop or its
 pipe closes (its parent died). An exception in the child comes back and is raised in the
-caller as it was.
+caller as it was. Watching it (a deadline on each call, restarts) is ``supervisor.py``'s job;
+this module only starts, calls, kills and stops one process.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import multiprocessing as mp
 import pickle
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -35,6 +37,7 @@ from mmctr.runtime import keep_freed_memory, release_freed_memory
 STOP = "stop"
 OPS = ("score_groups", "add_items")  # the Scorer methods the child answers
 READY_TIMEOUT_S = 600.0  # loading the paper configuration on a slow disk takes a while
+STOP_GRACE_S = 1.0  # how long a child asked to stop may take before it is killed
 
 
 class ModelProcessError(MmctrError):
@@ -67,7 +70,7 @@ def _serve(
     except Exception as exc:
         conn.send(("error", _portable(exc)))
         return
-    conn.send(("ready", None))
+    conn.send(("ready", scorer.num_items))  # with the items it loaded (registered ones too)
     while True:
         try:
             op, args = conn.recv()
@@ -120,15 +123,21 @@ class ModelProcess:
         threads: int,
         precision: str = "fp32",
         weights: list[float] | None = None,
+        timeout_s: float | None = None,
     ) -> None:
-        """``run``: a run dir, or an ensemble's (a list) scored with ``weights``."""
+        """``run``: a run dir, or an ensemble's (a list) scored with ``weights``;
+        ``timeout_s``: a call not answered within it kills the child (None: no deadline)."""
         self._args = (run, data, device, threads, precision, weights)
+        self.timeout_s = timeout_s
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()
+        self._killed = False  # kill() was called: a start under way gives up
+        self.num_items = 0  # the items the child knows once loaded
 
     def start(self) -> None:
-        """Spawn the child and wait for it to load; its error (e.g. CheckpointError) if not."""
+        """Spawn the child and wait for it to load; its error (e.g. CheckpointError) if not,
+        and ModelProcessError if it is killed (``kill`` from another thread) meanwhile."""
         ctx = mp.get_context("spawn")  # fork would copy a parent with torch's threads running
         self._conn, child = ctx.Pipe()
         self._process = ctx.Process(target=_serve, args=(child, *self._args), name="mmctr-model")
@@ -136,9 +145,14 @@ class ModelProcess:
         self._process.start()
         child.close()
         try:
-            if not self._conn.poll(READY_TIMEOUT_S):
-                raise ModelProcessError(f"the model process did not load {self._args[0]} in time")
-            self._answer(self._conn)
+            give_up = time.monotonic() + READY_TIMEOUT_S
+            while not self._conn.poll(0.1):
+                if self._killed:
+                    raise ModelProcessError("the model process was stopped while it loaded")
+                if time.monotonic() > give_up:
+                    run = self._args[0]
+                    raise ModelProcessError(f"the model process did not load {run} in time")
+            self.num_items = self._answer(self._conn)
         except BaseException:
             self.close()
             raise
@@ -151,27 +165,44 @@ class ModelProcess:
     def alive(self) -> bool:
         return self._process is not None and self._process.is_alive()
 
+    @property
+    def exitcode(self) -> int | None:
+        return None if self._process is None else self._process.exitcode
+
+    def kill(self) -> None:
+        """SIGKILL the child (it works on a stopped one too); a call waiting on it then fails
+        with ModelProcessError, and a ``start`` under way gives up."""
+        self._killed = True
+        if self._process is not None and self._process.pid is not None:
+            self._process.kill()
+            self._process.join(5)
+
     def score_groups(self, groups: list[Group]) -> list[np.ndarray]:
         return self._call("score_groups", groups)
 
-    def add_items(self, tags: Any, emb: Any, levels: Any = None) -> np.ndarray:
-        extra = () if levels is None else (levels,)  # item features: only where given
-        return self._call("add_items", tags, emb, *extra)
+    def add_items(
+        self, tags: Any, emb: Any, levels: Any = None, room: int = 0, first: int | None = None
+    ) -> np.ndarray:
+        """``Scorer.add_items`` in the child: ``first`` makes it safe to repeat."""
+        return self._call("add_items", tags, emb, levels, room, first)
 
-    def close(self) -> None:
-        """Ask the child to stop; kill it if it does not within 10 s."""
+    def close(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Ask the child to stop; kill it if it has not within ``grace_s``. A call in progress
+        (the child busy, or hung) is not waited for: the child is then killed after the grace."""
         process, conn = self._process, self._conn
         if process is None or conn is None:
             return
-        try:
-            with self._lock:
+        if self._lock.acquire(timeout=0.1):
+            try:
                 conn.send((STOP, ()))
-        except (OSError, ValueError):
-            pass
-        process.join(10)
+            except (OSError, ValueError):
+                pass
+            finally:
+                self._lock.release()
+        process.join(grace_s)
         if process.is_alive():
             process.kill()
-            process.join()
+            process.join(5)
         conn.close()
 
     def _call(self, op: str, *args: Any) -> Any:
@@ -180,8 +211,14 @@ class ModelProcess:
                 raise ModelProcessError("the model process has not been started")
             try:
                 self._conn.send((op, args))
+                answered = self.timeout_s is None or self._conn.poll(self.timeout_s)
             except (OSError, ValueError):
                 raise self._died() from None
+            if not answered:
+                self.kill()
+                raise ModelProcessError(
+                    f"the model process did not answer within {self.timeout_s:g} s and was killed"
+                )
             return self._answer(self._conn)
 
     def _answer(self, conn: Connection) -> Any:

@@ -16,7 +16,8 @@ Plain numpy arrays (``np.savez``, read with ``allow_pickle=False``: nothing in i
   every array's dtype and shape.
 
 Training writes it as it starts (rank 0), before the first model.pt, so a run holding a model
-holds its table; a resumed run keeps its registered items. ``mmctr items add`` rewrites it.
+holds its table; a resumed run keeps its registered items. ``mmctr items add`` and a
+server's ``POST /v1/items`` rewrite it (registration.py: one id allocator, under the run lock).
 Writes are atomic, and both writing and reading check the arrays against the run's schema:
 a damaged file is a CheckpointError, never a half table.
 """

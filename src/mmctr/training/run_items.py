@@ -59,6 +59,15 @@ def scoring_items(
     return saved
 
 
+def registered_items(run_dir: str | Path, schema: DataSchema) -> tuple[Bundle | None, Rows]:
+    """The items registered with a run as they stand on disk (those ``scoring_items`` scores
+    with), and its bundle: None for a run without one, which keeps them in new_items.parquet."""
+    saved = read_bundle(run_dir, schema)
+    if saved is not None and saved.num_registered:
+        return saved, saved.registered
+    return saved, _registered_before(run_dir, schema)
+
+
 def same_table(a: ItemTable, b: ItemTable) -> bool:
     """Whether two item tables hold the same tags, embeddings and item features."""
     return (
