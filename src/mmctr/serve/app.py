@@ -5,6 +5,7 @@ mapping of every refusal to a 4xx that names the field.
     POST /v1/score/batch  {"requests": [score request, ...]}
     POST /v1/rank         a score request with an optional "top": N
     POST /v1/items        {"items": [{"tags": [...], "emb": [...]}, ...]}  (registry.py)
+    POST /admin/reload    {"run": "runs/b"} or nothing: the served run, re-read (reload.py)
     GET  /v1/model, /healthz (also /health), /ready, /metrics
 
 Request models (requests.py) are strict (an id must be a JSON integer, not "12" or 12.0),
@@ -27,19 +28,21 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from mmctr.api import Group
 from mmctr.serve.access import guard, openapi_url, read_token
 from mmctr.serve.admission import Unavailable, unavailable_handler
 from mmctr.serve.batcher import MicroBatcher
 from mmctr.serve.checks import BadRequest, RequestChecker
 from mmctr.serve.metrics import ASGIApp, ServeMetrics, instrument
 from mmctr.serve.registry import add_item_route
+from mmctr.serve.reload import Reloader, add_reload_route, listen_for_sighup
 from mmctr.serve.requests import BatchRequest, RankRequest, RequestBounds, ScoreRequest
-from mmctr.serve.settings import Served, ServeSettings, load_served
+from mmctr.serve.settings import Served, ServeSettings, load_served, warm_up
 from mmctr.serve.supervisor import model_process, readiness
 
 SETTINGS_ENV = "MMCTR_SERVE_SETTINGS"  # how `mmctr serve --workers N` hands settings to workers
 PATHS = {"/v1/score", "/v1/score/batch", "/v1/rank", "/v1/model", "/v1/items"}
-PATHS |= {"/healthz", "/health", "/ready", "/metrics"}
+PATHS |= {"/healthz", "/health", "/ready", "/metrics", "/admin/reload"}
 
 
 class ScoreResponse(BaseModel):
@@ -72,8 +75,12 @@ def build_app(served: Served) -> ASGIApp:
     token = read_token(settings)  # a ConfigError before anything starts
     metrics = ServeMetrics(PATHS)
     model = model_process(served, metrics.restarts.inc)  # None: the model runs in this process
+
+    def score(groups: list[Group]) -> list[np.ndarray]:  # per pass: a reload swaps the scorer
+        return served.scorer.score_groups(groups)
+
     batcher = MicroBatcher(
-        served.scorer.score_groups if model is None else model.score_groups,
+        score if model is None else model.score_groups,
         max_batch=settings.max_batch,
         max_wait_s=settings.max_wait_ms / 1000,
         max_rows=settings.queue_rows,
@@ -82,12 +89,16 @@ def build_app(served: Served) -> ASGIApp:
         on_batch=metrics.observe_batch,
     )
     metrics.rows_in_flight.set_function(lambda: batcher.rows_in_flight)
+    reloader = Reloader(served, batcher, model, metrics.count_reload)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if model is not None:  # before the port opens; its load error stops the server
             await asyncio.to_thread(model.start)
+        stop_listening = listen_for_sighup(reloader)
         yield
+        stop_listening()
+        reloader.close()
         await batcher.close()
         if model is not None:
             model.close()
@@ -99,6 +110,7 @@ def build_app(served: Served) -> ASGIApp:
     bounds = RequestBounds(served)
     _add_scoring_routes(app, served, batcher, bounds)
     add_item_route(app, served, batcher, model, bounds)
+    add_reload_route(app, reloader)
     not_ready = readiness(model, batcher, settings.model_timeout_ms / 1000)
     _add_info_routes(app, served, metrics, not_ready)
     if model is None:
@@ -108,27 +120,20 @@ def build_app(served: Served) -> ASGIApp:
                  metrics)  # fmt: skip
 
 
-def warm_up(served: Served) -> None:
-    """One pass before the first request, so that it does not pay for torch's first call."""
-    item = min(1, served.scorer.schema.num_items - 1)
-    levels = [0] * len(served.scorer.schema.context_cols)
-    served.scorer.score_groups([([item], levels, [item])])
-
-
 def _add_scoring_routes(
     app: FastAPI,
     served: Served,
     batcher: MicroBatcher,
     bounds: RequestBounds,
 ) -> None:
-    checker, run, max_users = RequestChecker(served), served.run_id, served.settings.max_users
+    checker, max_users = RequestChecker(served), served.settings.max_users
 
     @app.post("/v1/score", response_model=ScoreResponse)
     @bounds.bind
     async def score(req: ScoreRequest) -> ScoreResponse:
         """Click probabilities of one user's candidates."""
         probs = await batcher.score(checker.group(req.history, req.context, req.candidates))
-        return ScoreResponse(scores=probs.tolist(), run=run)
+        return ScoreResponse(scores=probs.tolist(), run=served.run_id)
 
     @app.post("/v1/score/batch", response_model=BatchResponse)
     @bounds.bind
@@ -145,7 +150,8 @@ def _add_scoring_routes(
             for i, r in enumerate(req.requests)
         ]
         results = await batcher.score_all(groups)  # admitted or refused (503) together
-        return BatchResponse(results=[ScoreResult(scores=p.tolist()) for p in results], run=run)
+        scored = [ScoreResult(scores=p.tolist()) for p in results]
+        return BatchResponse(results=scored, run=served.run_id)
 
     @app.post("/v1/rank", response_model=RankResponse)
     @bounds.bind
@@ -156,14 +162,12 @@ def _add_scoring_routes(
         order = np.argsort(-probs, kind="stable")[: req.top]
         items = np.asarray(group[2])
         top = [RankedItem(item=int(items[i]), score=float(probs[i])) for i in order]
-        return RankResponse(top=top, run=run)
+        return RankResponse(top=top, run=served.run_id)
 
 
 def _add_info_routes(
     app: FastAPI, served: Served, metrics: ServeMetrics, not_ready: Callable[[], str | None]
 ) -> None:
-    description = served.describe()
-
     @app.get("/healthz")
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -180,8 +184,9 @@ def _add_info_routes(
 
     @app.get("/v1/model")
     async def model() -> dict[str, Any]:
-        """The run, its model and vocabularies, and this server's limits."""
-        return description
+        """The run that answers (id, generation, when loaded), its model and vocabularies,
+        and this server's limits."""
+        return served.describe()
 
     @app.get("/metrics")
     async def prometheus() -> Response:

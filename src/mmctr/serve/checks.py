@@ -26,8 +26,8 @@ class RequestChecker:
     """Turns one user's (history, context, candidates) into a ``Group`` or a ``BadRequest``."""
 
     def __init__(self, served: Served) -> None:
-        schema = served.scorer.schema
-        self.scorer = served.scorer
+        schema = served.scorer.schema  # a reload keeps the schema (reload.py)
+        self._served = served
         self.context = dict(zip(schema.context_cols, schema.context_vocab_sizes, strict=True))
         self.features = dict(
             zip(schema.item_feature_cols, schema.item_feature_vocab_sizes, strict=True)
@@ -75,8 +75,9 @@ class RequestChecker:
 
     @property
     def num_items(self) -> int:
-        """Trained items plus any registered since (``POST /v1/items``)."""
-        return self.scorer.num_items
+        """Trained items plus any registered since (``POST /v1/items``), of the run that
+        answers now."""
+        return self._served.scorer.num_items
 
     def unknown_items(self, ids: np.ndarray) -> np.ndarray:
         """Mask of the ids the model cannot score: outside its item vocabulary, or 0."""

@@ -73,10 +73,20 @@ class ServeMetrics:
             "mmctr_model_restarts", "Model processes started to replace one that hung or died",
             registry=self.registry,
         )  # fmt: skip
+        self.reloads = Counter(
+            "mmctr_reloads", "Reloads (POST /admin/reload, SIGHUP) by outcome: ok, busy (409: "
+            "another was under way) or failed (the old model kept answering)", ["outcome"],
+            registry=self.registry,
+        )  # fmt: skip
+        for outcome in ("ok", "busy", "failed"):
+            self.reloads.labels(outcome)
         self.rows_in_flight = Gauge(
             "mmctr_rows_in_flight", "(history, candidate) rows queued or being scored",
             registry=self.registry,
         )  # fmt: skip
+
+    def count_reload(self, outcome: str) -> None:
+        self.reloads.labels(outcome).inc()
 
     def count_unavailable(self, reason: str) -> None:
         self.unavailable.labels(reason).inc()

@@ -64,11 +64,10 @@ class ItemRegistry:
     """Registers new items with the served run, one registration at a time."""
 
     def __init__(self, served: Served, batcher: MicroBatcher, model: ItemSink | None) -> None:
-        self.scorer: ItemSink = served.scorer
-        self.schema = served.scorer.schema
-        self.runs = served.settings.run_dirs
+        # the scorer and run folders are read per registration: a reload swaps them
+        self._served = served
+        self.schema = served.scorer.schema  # a reload keeps the schema
         self.limit = served.settings.max_new_items
-        self._num_items = lambda: served.scorer.num_items
         self._batcher, self._model = batcher, model
         self._turn: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -76,7 +75,7 @@ class ItemRegistry:
     @property
     def known(self) -> int:
         """Registered items this server holds."""
-        return self._num_items() - self.schema.num_items
+        return self._served.scorer.num_items - self.schema.num_items
 
     async def register(self, tags: np.ndarray, emb: np.ndarray, levels: Any) -> np.ndarray:
         """The new items' ids, once they are kept with the run and score here."""
@@ -87,7 +86,7 @@ class ItemRegistry:
             if self.known + len(tags) > self.limit:  # past the cap already: no disk needed
                 raise TooManyItems(self.known, len(tags), self.limit)
             done = await asyncio.to_thread(
-                register_items, self.runs, self.schema, tags, emb, levels,
+                register_items, self._served.settings.run_dirs, self.schema, tags, emb, levels,
                 limit=self.limit, known=self.known,
             )  # fmt: skip
             await self._batcher.call(self._install, done)
@@ -99,7 +98,8 @@ class ItemRegistry:
         total = done.since + len(done.rows[0])
         room = max(0, self.limit - (total - self.schema.num_items))
         args = (*done.rows, room, done.since)
-        for sink in (self._model, self.scorer):
+        scorer: ItemSink = self._served.scorer
+        for sink in (self._model, scorer):
             if sink is not None:
                 ids = sink.add_items(*args)
                 if len(ids) and ids[-1] != total - 1:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +107,16 @@ class ServeSettings:
 
 @dataclass
 class Served:
-    """A loaded run as the service sees it: the scorer, its id, and the limits in force."""
+    """A loaded run as the service sees it: the scorer, its id, and the limits in force.
+
+    A reload (reload.py) swaps ``scorer``, ``run_id`` and ``settings`` in place, between
+    scoring passes, and counts ``generation`` up; whatever reads them reads them per request."""
 
     scorer: Scorer | EnsembleScorer
     run_id: str
     settings: ServeSettings
+    generation: int = 1  # 1 for the run loaded at start, one more for each reload
+    loaded_at: str = field(default_factory=lambda: utc_now())  # when this run began answering
 
     @property
     def max_history(self) -> int:
@@ -136,6 +142,8 @@ class Served:
             model = _model(scorer)
         return {
             "run": self.run_id,
+            "generation": self.generation,
+            "loaded_at": self.loaded_at,
             "model": model,
             "vocab": {
                 "items": schema.num_items,
@@ -156,6 +164,18 @@ class Served:
                 "max_new_items": self.settings.max_new_items,
             },
         }
+
+
+def utc_now() -> str:
+    """The time now, UTC, to the second, as ISO 8601 (``2026-12-06T16:40:00Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def warm_up(served: Served) -> None:
+    """One pass before the first request, so that it does not pay for torch's first call."""
+    item = min(1, served.scorer.schema.num_items - 1)
+    levels = [0] * len(served.scorer.schema.context_cols)
+    served.scorer.score_groups([([item], levels, [item])])
 
 
 def _check_overload(settings: ServeSettings) -> None:

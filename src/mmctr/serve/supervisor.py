@@ -109,6 +109,19 @@ class ModelSupervisor:
     ) -> np.ndarray:
         return self._call("add_items", tags, emb, levels, room, first)
 
+    def adopt(self, new: ModelProcess, make: Callable[[], ModelProcess]) -> ModelProcess:
+        """A reload (reload.py): calls go to ``new`` (started and warmed up) from now on, and
+        replacements are built by ``make``; the old process is returned for the caller to
+        close once idle. Called between calls; refused while a replacement is under way."""
+        with self._call_lock, self._state:
+            if self._closing.is_set() or not self._ready.is_set() or self._process is None:
+                why = "the server is closing" if self._closing.is_set() else self._down
+                raise ModelProcessError(why)
+            old, self._process, self._make = self._process, new, make
+            self._registered = []  # the new process read the run's items from its bundle
+            self._failures = 0
+        return old
+
     def close(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop watching and stop the process; one that hangs is killed after ``grace_s``."""
         with self._state:
@@ -159,7 +172,7 @@ class ModelSupervisor:
                         f"the model process did not answer within {self.call_timeout_s:g} s "
                         "and was killed; a new one is starting"
                     )
-                elif not process.alive:
+                elif not process.alive and process is self._process:  # not one reloaded away
                     self._mark_down(
                         f"the model process died (exit code {process.exitcode}); "
                         "a new one is starting"
@@ -232,7 +245,16 @@ def model_process(served: Served, on_restart: Callable[[], None]) -> ModelSuperv
     settings = served.settings
     if not settings.model_process:
         return None
-    scorer = served.scorer  # an ensemble's weights go along, fitted once, here
+    make = process_maker(served)
+    drop_weights(served.scorer.model)
+    timeout_s = settings.model_timeout_ms / 1000
+    return ModelSupervisor(make, call_timeout_s=timeout_s, on_restart=on_restart)
+
+
+def process_maker(served: Served) -> Callable[[], ModelProcess]:
+    """What builds an unstarted model process of ``served``'s run (before its weights are
+    dropped here: an ensemble's weights go along, fitted once)."""
+    settings, scorer = served.settings, served.scorer
     weights = scorer.weights.tolist() if isinstance(scorer, EnsembleScorer) else None
     run = settings.run if weights is None else list(settings.runs)
     timeout_s = settings.model_timeout_ms / 1000
@@ -243,8 +265,7 @@ def model_process(served: Served, on_restart: Callable[[], None]) -> ModelSuperv
             precision=settings.precision, weights=weights, timeout_s=timeout_s,
         )  # fmt: skip
 
-    drop_weights(scorer.model)
-    return ModelSupervisor(make, call_timeout_s=timeout_s, on_restart=on_restart)
+    return make
 
 
 def readiness(

@@ -56,6 +56,7 @@ def _serve(
     """The child: load (a list of runs: an ensemble with ``weights``), warm up, then answer
     calls until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the group; the parent stops us
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # so does a hangup; the parent reloads (reload.py)
     keep_freed_memory()
     if threads > 0:
         torch.set_num_threads(threads)
