@@ -79,7 +79,7 @@ def run_parallel(
             else:
                 progress.finished(i, payload)
     except BaseException:
-        _stop(pool)
+        stop_pool(pool)
         raise
     pool.shutdown(wait=True)
 
@@ -100,7 +100,7 @@ def _raise_if_a_worker_failed(futures: list[Future[None]], progress: Progress) -
         # finished without an error but its row is not read yet: the queue will bring it
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
+def stop_pool(pool: ProcessPoolExecutor) -> None:
     """Cancel what has not started and end the workers now; their runs resume later."""
     # no public API for this on 3.11; read before shutdown(), which forgets the processes
     processes = list((getattr(pool, "_processes", None) or {}).values())

@@ -25,7 +25,7 @@ def save_png(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _new_figure(width: float, height: float) -> tuple[Figure, Axes]:
+def new_figure(width: float, height: float) -> tuple[Figure, Axes]:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
@@ -36,7 +36,7 @@ def bar_chart(summaries: list[Summary], path: Path, title: str) -> Path:
     """Horizontal bars of mean AUC per variant (best on top) with ± std error bars."""
     shown = [s for s in summaries if "valid_auc" in s.mean]
     series = [sr for sr in SERIES if any(sr[0] in s.mean for s in shown)]
-    fig, ax = _new_figure(7.5, 1.2 + 0.45 * len(shown) * len(series))
+    fig, ax = new_figure(7.5, 1.2 + 0.45 * len(shown) * len(series))
     height = 0.8 / max(len(series), 1)
     lows, highs = [], []
     for j, (key, label, color) in enumerate(series):
@@ -86,7 +86,7 @@ def line_plot(summaries: list[Summary], path: Path, param: str) -> Path:
         shown = [shown[i] for i in order]
     else:  # categorical values keep their given order
         xs = [float(i) for i in range(len(shown))]
-    fig, ax = _new_figure(6.5, 4.0)
+    fig, ax = new_figure(6.5, 4.0)
     for key, label, color in SERIES:
         points = [
             (x, s.mean[key], s.std.get(key, 0.0))

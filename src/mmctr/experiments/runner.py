@@ -21,7 +21,7 @@ import numpy as np
 
 from mmctr.api import load_run
 from mmctr.atomic import write_json, write_text
-from mmctr.config import Config
+from mmctr.config import Config, DataConfig
 from mmctr.data import Dataset, Split, load_dataset
 from mmctr.errors import ConfigError, DataError
 from mmctr.experiments import cold
@@ -69,10 +69,16 @@ class ExperimentData:
 def load_experiment_data(
     plan: Plan, data_dir: str | Path, held_out: cold.HeldOutItems | None = None
 ) -> ExperimentData:
-    """Read the data once for every job (with the union of their item feature columns:
-    shared_data.py); test only if its file exists. ``held_out``: hold those items out of the
-    train and valid splits (cold.py)."""
-    cfg = union_data_config([job.config.data for job in plan.jobs])
+    """Read the data once for every job of ``plan`` (``read_experiment_data``)."""
+    return read_experiment_data([job.config.data for job in plan.jobs], data_dir, held_out)
+
+
+def read_experiment_data(
+    configs: list[DataConfig], data_dir: str | Path, held_out: cold.HeldOutItems | None = None
+) -> ExperimentData:
+    """Read the data once for runs of these [data] sections (the union of their item features:
+    shared_data.py), test if it exists; ``held_out`` items out of train and valid (cold.py)."""
+    cfg = union_data_config(configs)
     splits: tuple[str, ...] = ("train", "valid")
     if (Path(data_dir) / cfg.test_file).is_file():
         splits += ("test",)

@@ -30,12 +30,13 @@ import torch
 
 from mmctr.config import Config
 from mmctr.errors import ConfigError
-from mmctr.experiments.parallel import threads_per_job
+from mmctr.experiments.parallel import stop_pool, threads_per_job
 from mmctr.experiments.runner import ExperimentData, format_duration
 from mmctr.search.report import write_report
 from mmctr.search.space import Space, trial_config
 from mmctr.search.study import (
     RUN_ATTR,
+    best_trial,
     check_same_search,
     counted,
     default_pruner,
@@ -103,7 +104,7 @@ def run_search(
 
 def _best_test(study: optuna.Study, out: Path, exp: ExperimentData) -> dict[str, float] | None:
     """The best trial's test AUC, logloss and gAUC; None without test labels or a best."""
-    best = _best(study)
+    best = best_trial(study)
     if best is None or exp.test is None:
         return None
     from mmctr.api import load_run
@@ -154,7 +155,7 @@ class _Search:
             self._run_here()
         else:
             self._run_in_workers()
-        best = _best(self.study)
+        best = best_trial(self.study)
         line = f"search: {counted(self.study)} trials finished in all"
         if best is not None:
             line += f"; best trial {best.number}: valid auc {best.value:.4f}"
@@ -254,9 +255,7 @@ class _Search:
                     else:
                         self._tell(future.result())
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
-                process.terminate()
+            stop_pool(pool)
             raise
         pool.shutdown(wait=True)
 
@@ -280,10 +279,3 @@ def _worker_trial(
         log=lambda line: None,  # the run's own train.log has its lines
         tracking=tracking,
     )  # fmt: skip
-
-
-def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:  # no complete trial yet
-        return None

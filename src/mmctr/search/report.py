@@ -21,9 +21,9 @@ import optuna
 from mmctr.atomic import write_json, write_text
 from mmctr.config import Config
 from mmctr.config.write import to_toml
-from mmctr.experiments.plots import save_png
+from mmctr.experiments.plots import new_figure, save_png
 from mmctr.search.space import Space, set_text, trial_config
-from mmctr.search.study import RUN_ATTR, counted
+from mmctr.search.study import RUN_ATTR, best_trial, counted
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -79,7 +79,7 @@ def write_report(
     """Write the tables, plots and best config of ``study`` into ``out``; returns the files."""
     rows = trial_rows(study, space)
     files = [_write_csv(rows, space, out / "trials.csv")]
-    best = _best(study)
+    best = best_trial(study)
     importance = importances(study)
     if best is not None:
         config = trial_config(base, _params(best, space))
@@ -106,13 +106,6 @@ def write_report(
         if best is not None:
             files.append(save_png(_parallel_figure(study, space), out / "parallel.png"))
     return files
-
-
-def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:
-        return None
 
 
 def _params(trial: optuna.trial.FrozenTrial, space: Space) -> dict[str, Any]:
@@ -187,17 +180,10 @@ def _markdown(
     return "\n".join(lines) + "\n"
 
 
-def _new_figure(width: float, height: float) -> tuple[Figure, Any]:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    return fig, fig.subplots()
-
-
 def _history_figure(study: optuna.Study) -> Figure:
     """Each trial's valid AUC by trial number (pruned: the best it reached), and the best so
     far."""
-    fig, ax = _new_figure(7.5, 4.0)
+    fig, ax = new_figure(7.5, 4.0)
     done = [t for t in study.get_trials(deepcopy=False)
             if t.state in (States.COMPLETE, States.PRUNED)]  # fmt: skip
     for state, marker, label in (
@@ -231,7 +217,7 @@ def _parallel_figure(study: optuna.Study, space: Space) -> Figure:
     axis, categories evenly spaced, each axis labelled with its range."""
     trials = study.get_trials(deepcopy=False, states=(States.COMPLETE,))
     keys = [k for k in space.keys if any(k in t.params for t in trials)]
-    fig, ax = _new_figure(max(6.0, 1.8 * (len(keys) + 1)), 4.5)
+    fig, ax = new_figure(max(6.0, 1.8 * (len(keys) + 1)), 4.5)
     values = np.array([t.value for t in trials], dtype=float)
     low, span = values.min(), (values.max() - values.min()) or 1.0
     cmap = _colormap()

@@ -80,6 +80,14 @@ def prepared_study(out: Path, seed: int, pruner: Any, jobs: int, log: Log) -> op
     return study
 
 
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The complete trial with the best valid AUC; None before any trial completed."""
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
 def counted(study: optuna.Study) -> int:
     """Finished trials that count towards --trials (not those cut by a kill)."""
     states = (

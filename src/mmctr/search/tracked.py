@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 
 from mmctr.search.space import Space
+from mmctr.search.study import best_trial
 from mmctr.training.tracking import TrackedRun, Tracking, tracked_run
 
 # what the study's run keeps of the search folder (the trials keep their own files)
@@ -37,11 +38,8 @@ def study_run(
 
 def log_best(parent: TrackedRun | None, study: optuna.Study, test: dict[str, float] | None) -> None:
     """The best trial's number, valid AUC and (once scored) test metrics on the study's run."""
-    if parent is None:
-        return
-    try:
-        best = study.best_trial
-    except ValueError:  # no complete trial
+    best = best_trial(study)
+    if parent is None or best is None:
         return
     metrics = {"best_trial": best.number, "best_valid_auc": best.value}
     metrics.update({f"best_test_{k}": v for k, v in (test or {}).items()})

@@ -21,9 +21,7 @@ import optuna
 
 from mmctr.atomic import write_text
 from mmctr.config import Config
-from mmctr.data import load_dataset
-from mmctr.experiments.runner import ExperimentData
-from mmctr.experiments.shared_data import union_data_config
+from mmctr.experiments.runner import ExperimentData, read_experiment_data
 from mmctr.search.space import Space, trial_config
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import run as runs
@@ -60,14 +58,7 @@ def load_search_data(base: Config, space: Space, data_dir: str | Path) -> Experi
     for param in space.params:
         if param.key == "data.item_feature_cols":
             configs += [trial_config(base, {param.key: c}).data for c in param.choices]
-    cfg = union_data_config(configs)
-    splits: tuple[str, ...] = ("train", "valid")
-    if (Path(data_dir) / cfg.test_file).is_file():
-        splits += ("test",)
-    data = load_dataset(data_dir, cfg, splits, require_labels=False)
-    test = data["test"] if "test" in splits else None
-    labelled = test if test is not None and test.labels is not None else None
-    return ExperimentData(data, labelled, Path(data_dir))
+    return read_experiment_data(configs, data_dir)
 
 
 def run_trial(
