@@ -246,6 +246,7 @@ def test_cli_workers_load_the_model_in_each_process(
     seen: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app))
     monkeypatch.setenv(serve_app.SETTINGS_ENV, "")  # restored (unset) after the test
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(run_dir.parent / "metrics"))  # likewise
     args = ["serve", "--run", str(run_dir), "--data", str(tiny_data_master), "--workers", "2"]
     assert main([*args, "--max-wait-ms", "7"]) == 0
     assert (

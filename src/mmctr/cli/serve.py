@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from mmctr.serve import app as serve_app
+        from mmctr.serve import multiproc
         from mmctr.serve.access import read_token
         from mmctr.serve.settings import ServeSettings, load_served
     except ImportError as exc:
@@ -147,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     token = read_token(settings)  # an unusable token: exit 2 before the run is loaded
     served = load_served(settings)  # CheckpointError / DataError here: exit 2, no port opened
+    if settings.workers > 1:
+        multiproc.prepare()  # one /metrics for all the workers (in the environment they get)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     _log.info(
         f"mmctr serve: run {served.run_id} ({', '.join(runs)}) on http://{host}:{settings.port} "

@@ -25,7 +25,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from mmctr.api import Group
@@ -87,8 +87,8 @@ def build_app(served: Served) -> ASGIApp:
         deadline_s=settings.deadline_ms / 1000,
         threads=settings.threads,
         on_batch=metrics.observe_batch,
+        on_rows=metrics.rows_in_flight.set,
     )
-    metrics.rows_in_flight.set_function(lambda: batcher.rows_in_flight)
     reloader = Reloader(served, batcher, model, metrics.count_reload)
 
     @asynccontextmanager
@@ -191,7 +191,7 @@ def _add_info_routes(
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus text format."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

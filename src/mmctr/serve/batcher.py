@@ -38,6 +38,7 @@ log = logging.getLogger("mmctr.serve")
 
 ScoreFn = Callable[[list[Group]], list[np.ndarray]]
 BatchObserver = Callable[[int, int, float], None]  # (requests, rows, seconds) of each pass
+RowsObserver = Callable[[int], None]  # rows in flight, each time they change
 
 
 class ShuttingDown(Unavailable):
@@ -69,15 +70,18 @@ class MicroBatcher:
         deadline_s: float | None = None,
         threads: int = 0,
         on_batch: BatchObserver | None = None,
+        on_rows: RowsObserver | None = None,
     ) -> None:
         """``max_rows``: rows queued or being scored (0: ``QUEUE_BATCHES`` batches);
-        ``deadline_s``: from a request's arrival to its answer (None: no deadline)."""
+        ``deadline_s``: from a request's arrival to its answer (None: no deadline);
+        ``on_rows``: told the rows in flight whenever a request comes or goes, or a pass ends."""
         self._score = score
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_rows = max_rows or QUEUE_BATCHES * max_batch
         self.deadline_s = deadline_s
         self._on_batch = on_batch
+        self._on_rows = on_rows
         # torch's thread count is per thread: set it on the thread that runs the model
         self._threads = threads
         self._executor = ModelThread("mmctr-score", self._init_thread)
@@ -116,6 +120,7 @@ class MicroBatcher:
         self._bind(asyncio.get_running_loop())
         self._admit(sum(len(g[2]) for g in groups))
         jobs = [self._enqueue(group) for group in groups]
+        self._rows_changed()
         try:
             async with asyncio.timeout(left):
                 return list(await asyncio.gather(*(job.future for job in jobs)))
@@ -125,6 +130,7 @@ class MicroBatcher:
         finally:
             for job in jobs:
                 self._drop(job)
+            self._rows_changed()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the model's thread, between scoring passes (e.g. registering items,
@@ -170,6 +176,10 @@ class MicroBatcher:
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._serve_forever(), name="mmctr-batcher")
 
+    def _rows_changed(self) -> None:
+        if self._on_rows is not None:
+            self._on_rows(self.rows_in_flight)
+
     def _enqueue(self, group: Group) -> _Job:
         assert self._loop is not None and self._wake is not None
         job = _Job(group, len(group[2]), self._loop.create_future(), self._loop.time())
@@ -205,6 +215,7 @@ class MicroBatcher:
                 log.exception("scoring a batch of %d requests failed", len(batch))
             finally:
                 self._running, self._running_rows, self._pass_started = [], 0, None
+                self._rows_changed()
 
     async def _collect(self) -> list[_Job]:
         """The next batch: the queue's head, and those behind it that fit, waiting for more

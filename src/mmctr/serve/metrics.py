@@ -17,8 +17,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
+    generate_latest,
 )
 
+from mmctr.serve import multiproc
 from mmctr.serve.admission import ARRIVED, REASONS
 
 # the *_created series (a timestamp per label set) double the output and say nothing here
@@ -35,7 +37,9 @@ ROW_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 1500, 2000, 3000, 5000, 10000)
 
 
 class ServeMetrics:
-    """The counters of one app, in a registry of its own (several apps may share a process)."""
+    """The counters of one app, in a registry of its own (several apps may share a process).
+    Under ``--workers N`` they are kept in the workers' shared folder (multiproc.py) and a
+    scrape shows the whole server."""
 
     def __init__(self, paths: set[str]) -> None:
         self.registry = CollectorRegistry()
@@ -80,10 +84,20 @@ class ServeMetrics:
         )  # fmt: skip
         for outcome in ("ok", "busy", "failed"):
             self.reloads.labels(outcome)
+        # gauges are set, not read at scrape time: another worker's scrape reads the files
         self.rows_in_flight = Gauge(
             "mmctr_rows_in_flight", "(history, candidate) rows queued or being scored",
-            registry=self.registry,
+            registry=self.registry, multiprocess_mode="livesum",
         )  # fmt: skip
+        self.workers = Gauge(
+            "mmctr_workers", "Server processes alive (uvicorn workers under --workers N)",
+            registry=self.registry, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.workers.set(1)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of this server: every worker's under ``--workers N``."""
+        return multiproc.exposition() if multiproc.enabled() else generate_latest(self.registry)
 
     def count_reload(self, outcome: str) -> None:
         self.reloads.labels(outcome).inc()

@@ -55,7 +55,10 @@ def _serve(
 ) -> None:
     """The child: load (a list of runs: an ensemble with ``weights``), warm up, then answer
     calls until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the group; the parent stops us
+    # Ctrl-C, and a service manager's SIGTERM to the whole group: the parent stops us (or, if
+    # it is gone, our pipe closes); answering them here would look like a crash to the parent
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # so does a hangup; the parent reloads (reload.py)
     keep_freed_memory()
     if threads > 0:
