@@ -10,6 +10,25 @@ requests/s, candidates/s (of valid requests), latency percentiles, status counts
 kind, and the server's resident memory: sampled every 0.1 s (the process and its children)
 and its VmHWM read after --checkpoint requests and at the end, to show whether it stays flat.
 Needs httpx (the serve extra).
+
+--mode chooses the test (closed, the default, is the one above); the others send valid
+requests open-loop, at a fixed rate whatever the answers (serveload/openloop.py), and exit 1
+on a 5xx other than 503 or a 503 without Retry-After:
+
+    # capacity (closed loop at --concurrency), then half of it open-loop and 200 single
+    # requests (unloaded latency), then --factor times it: 503s by reason, served latency,
+    # memory over the phase; also exits 1 on a transport error
+    python bench/serve_load.py --mode overload --run RUN --data DATA --factor 2.0 --seconds 60 \
+        --capacity-seconds 20 --serve-arg=--max-queue-rows=4096 --out overload.json
+    # SIGSTOP the model process at --stop-at s, SIGKILL its replacement at --kill-at s, under
+    # --rate requests/s (default: half the capacity); exits 1 if either took over
+    # --recover-within s to score again
+    python bench/serve_load.py --mode fault --run RUN --data DATA --seconds 60 --stop-at 10 \
+        --kill-at 35 --serve-arg=--model-timeout-ms=1000 --out fault.json
+    # POST /admin/reload {"run": RUN2} at --reload-at s under load; exits 1 on any answer but
+    # 200, or if a probe after the load does not get RUN2's scores (computed here)
+    python bench/serve_load.py --mode reload --run RUN --data DATA --reload-run RUN2 \
+        --seconds 30 --reload-at 10 --out reload.json
 """
 
 from __future__ import annotations
@@ -25,6 +44,7 @@ from pathlib import Path
 import httpx
 from serveload.bodies import Requests
 from serveload.client import drive, in_process
+from serveload.modes import add_mode_args, run_mode
 from serveload.procs import Memory, start_server
 from serveload.report import report
 
@@ -59,11 +79,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(batches of the server's mean size, --threads torch threads): the model without HTTP",
     )
     p.add_argument("--out", type=Path, help="also write the JSON report here")
+    add_mode_args(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.mode != "closed":
+        return run_mode(args)
     proc, url = start_server(args) if args.run else (None, args.url.rstrip("/"))
     memory = Memory(proc.pid if proc else args.pid)
     try:

@@ -83,3 +83,18 @@ def tiny_run_master(tiny_data_master: Path, tmp_path_factory: pytest.TempPathFac
     config = Config.from_dict(tomllib.loads(TINY_TOML))
     mmctr.train(tiny_data_master, config, out, overrides=["train.epochs=1"], log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def retrained(tiny_data_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run trained again with another seed: the same schema, other weights."""
+    import tomllib
+
+    import mmctr
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("b") / "run-b"
+    config = Config.from_dict(tomllib.loads(TINY_TOML))
+    overrides = ["train.epochs=1", "train.seed=8"]
+    mmctr.train(tiny_data_master, config, out, overrides=overrides, log=lambda _: None)
+    return out

@@ -54,12 +54,6 @@ def train(out: Path, data: Path, *overrides: str) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def retrained(tiny_data_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny run trained again with another seed: the same schema, other weights."""
-    return train(tmp_path_factory.mktemp("b") / "run-b", tiny_data_master, "train.seed=8")
-
-
 @pytest.fixture
 def run(tiny_run_master: Path, tmp_path: Path) -> Path:
     out = tmp_path / "run"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -15,12 +17,14 @@ from serveload.procs import Memory, cpu_seconds, own_cpu_seconds
 
 async def drive(
     url: str,
-    bodies: list[tuple[str, bytes]],
+    bodies: Sequence[tuple[str, bytes]],
     run_warm: bytes,
     args: argparse.Namespace,
     memory: Memory,
+    seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Send ``bodies`` from ``concurrency`` workers over keep-alive connections."""
+    """Send ``bodies`` from ``concurrency`` workers over keep-alive connections: each once,
+    or (with ``seconds``) over and over in turn until ``seconds`` have passed."""
     limits = httpx.Limits(max_connections=args.concurrency)
     headers = {"content-type": "application/json"}
     results: list[tuple[str, str, float]] = []
@@ -30,11 +34,15 @@ async def drive(
         for _ in range(args.warmup):
             await client.post("/v1/score", content=run_warm, headers=headers)
         sampler = asyncio.create_task(memory.run(stop))
-        next_index = iter(range(len(bodies)))
+        next_index: Iterator[int] = (
+            iter(range(len(bodies))) if seconds is None else itertools.count()
+        )
 
         async def worker() -> None:
             for i in next_index:
-                kind, content = bodies[i]
+                if seconds is not None and time.perf_counter() - start >= seconds:
+                    break
+                kind, content = bodies[i % len(bodies)]
                 t0 = time.perf_counter()
                 try:
                     answer = await client.post("/v1/score", content=content, headers=headers)

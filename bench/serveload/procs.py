@@ -38,15 +38,24 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str
     sys.exit("the server did not become ready in 300 s")
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (none once it has gone)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the thread or the process went away meanwhile
+            continue
+    return out
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (uvicorn workers under --workers N)."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
         out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            children = (task / "children").read_text() if (task / "children").exists() else ""
-            todo += [int(c) for c in children.split()]
+        todo += children(p)
     return out
 
 
