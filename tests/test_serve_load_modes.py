@@ -109,3 +109,6 @@ def test_modes_refuse_what_they_cannot_do(tiny_run_master: Path, tmp_path: Path)
     code, _, err = serve_load(tiny_run_master, tmp_path, tmp_path, "--mode", "fault",
                               "--stop-at", "5", "--kill-at", "3")  # fmt: skip
     assert code == 2 and "--stop-at < --kill-at" in err
+    code, _, err = serve_load(tiny_run_master, tmp_path, tmp_path, "--mode", "overload",
+                              "--capacity", "0")  # fmt: skip
+    assert code == 2 and "--capacity" in err and "must be positive" in err

@@ -45,6 +45,13 @@ def add_mode_args(p: argparse.ArgumentParser) -> None:
         help="the closed loop at --concurrency that measures the capacity (and the open loop "
         "at half of it, for overload)",
     )
+    p.add_argument(
+        "--capacity",
+        type=float,
+        help="the capacity in requests/s, measured elsewhere, instead of the closed loop: for "
+        "a server whose queue holds fewer requests than --concurrency, where the closed loop "
+        "spends the server's time on 503s and reads low",
+    )
     p.add_argument("--rate", type=float, help="fault, reload: requests/s (default: capacity / 2)")
     p.add_argument("--stop-at", type=float, default=10.0, help="fault: SIGSTOP the model, s")
     p.add_argument("--kill-at", type=float, default=35.0, help="fault: SIGKILL its replacement, s")
@@ -62,8 +69,9 @@ def problem(args: argparse.Namespace) -> str | None:
         args.seconds <= 0
         or args.capacity_seconds <= 0
         or (args.rate is not None and args.rate <= 0)
+        or (args.capacity is not None and args.capacity <= 0)
     ):
-        return "--seconds, --capacity-seconds and --rate must be positive"
+        return "--seconds, --capacity-seconds, --capacity and --rate must be positive"
     if args.mode == "fault":
         if args.url and not args.pid:
             return "--mode fault needs the server's pid: --pid with --url"
