@@ -1,6 +1,7 @@
 """mmctr off Linux: without ``fcntl`` (Windows) the package imports, the CLI answers, the run
-lock falls back to an exclusive lock file that still keeps a second writer out, and without
-``os.sched_getaffinity`` (macOS, Windows) the cores come from ``os.cpu_count``."""
+lock falls back to an exclusive lock file that still keeps a second writer out, `mmctr bench`
+reports no peak memory without ``resource``, and without ``os.sched_getaffinity`` (macOS,
+Windows) the cores come from ``os.cpu_count``."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from mmctr.training import lock
 from mmctr.training.lock import LOCK_FILE, run_lock
 
 # what a platform without fcntl and sched_getaffinity looks like to Python
-OFF_LINUX = "import os, sys\nsys.modules['fcntl'] = None\ndel os.sched_getaffinity\n"
+OFF_LINUX = (
+    "import os, sys\nsys.modules['fcntl'] = None\nsys.modules['resource'] = None\n"
+    "del os.sched_getaffinity\n"
+)
 
 
 def off_linux(code: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -37,7 +41,10 @@ def test_the_package_and_its_help_work_without_fcntl_and_affinity() -> None:
         "from mmctr.runtime import available_cpus\n"
         "from mmctr.training import lock\n"
         "assert lock.fcntl is None and available_cpus() == (os.cpu_count() or 1)\n"
-        "for argv in (['--help'], ['train', '--help']):\n"
+        "from mmctr.runtime import peak_rss_gb\n"
+        "import mmctr.training.bench\n"
+        "assert peak_rss_gb() is None\n"
+        "for argv in (['--help'], ['train', '--help'], ['bench', '--help']):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit as exc:\n"
@@ -46,6 +53,7 @@ def test_the_package_and_its_help_work_without_fcntl_and_affinity() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "usage: mmctr [-h]" in done.stdout and "usage: mmctr train" in done.stdout
+    assert "usage: mmctr bench" in done.stdout
     assert "version " in done.stdout
 
 

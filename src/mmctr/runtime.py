@@ -39,6 +39,17 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def peak_rss_gb() -> float | None:
+    """This process's peak resident memory in GB (2^30 bytes), or None where the platform has
+    no ``resource`` module (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
+    return kb / (1024**3 if sys.platform == "darwin" else 1024**2)
+
+
 def release_freed_memory() -> None:
     """Hand memory that is free but kept (keep_freed_memory, pyarrow's pool) back to the system.
 

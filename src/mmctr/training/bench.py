@@ -10,8 +10,6 @@ ratios from one run.
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from dataclasses import replace
 from itertools import cycle, islice
@@ -27,17 +25,13 @@ from mmctr.config.train import TrainConfig
 from mmctr.data import Batch, Dataset, Split, iter_batches, load_dataset
 from mmctr.errors import ConfigError
 from mmctr.model import PLAIN, CTRModel, build_model, macs_per_sample, parameter_counts
+from mmctr.runtime import peak_rss_gb
 from mmctr.training import run as runs
 from mmctr.training.inference import autocast
 from mmctr.training.loop import make_optimizer
 from mmctr.training.precision import for_inference, resolve_precision
 
 CPU = torch.device("cpu")  # bench times the CPU
-
-
-def peak_rss_gb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / (1024**3 if sys.platform == "darwin" else 1024**2)
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
@@ -178,7 +172,8 @@ def bench(
         out["bf16"]["mfu"] = round(half["train_gflops"] / peaks["bf16"], 3)
         out["bf16"]["inference_mfu"] = round(half["inference_gflops"] / peaks["bf16"], 3)
         out.update(_speedups("bf16_", half, fast))
-    out["peak_rss_gb"] = round(peak_rss_gb(), 3)
+    peak = peak_rss_gb()
+    out["peak_rss_gb"] = None if peak is None else round(peak, 3)  # None: not on Windows
     return out
 
 
