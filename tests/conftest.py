@@ -98,3 +98,11 @@ def retrained(tiny_data_master: Path, tmp_path_factory: pytest.TempPathFactory) 
     overrides = ["train.epochs=1", "train.seed=8"]
     mmctr.train(tiny_data_master, config, out, overrides=overrides, log=lambda _: None)
     return out
+
+
+@pytest.fixture
+def run(tiny_run_master: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny run, free to change (registering items, reloads write to it)."""
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run_master, out)
+    return out

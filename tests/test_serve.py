@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import os
 import shutil
 import signal
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from serve_helpers import model_children
 
 import mmctr
 from mmctr.cli.main import main
@@ -346,10 +346,6 @@ def test_new_items_register_and_score_like_their_features(
         short = {"tags": new["tags"], "emb": new["emb"][:5]}
         assert c.post("/v1/items", json={"items": [short]}).status_code == 422
         assert c.post("/v1/items", json={"items": []}).status_code == 422
-
-
-def model_children() -> list[Any]:
-    return [p for p in multiprocessing.active_children() if p.name == "mmctr-model"]
 
 
 def test_model_process_scores_registers_items_and_stops(

@@ -4,7 +4,6 @@ large a request may be, and new items that are bounded, checked and kept with th
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,6 @@ from mmctr.serve.settings import ServeSettings, load_served
 
 TOKEN = "s3cret-token-of-thirty-two-chars"
 CTX = {"likes_level": 3, "views_level": 1}
-
-
-@pytest.fixture
-def run(tiny_run_master: Path, tmp_path: Path) -> Path:
-    """A copy of the tiny run: registering items writes to it."""
-    out = tmp_path / "run"
-    shutil.copytree(tiny_run_master, out)
-    return out
 
 
 @pytest.fixture

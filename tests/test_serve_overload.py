@@ -5,7 +5,6 @@ wait on a stopped one. Small limits and deadlines keep each test to seconds."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import shutil
 import signal
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from serve_helpers import metric, model_children
 
 import mmctr
 from mmctr.cli.main import main
@@ -40,17 +40,6 @@ def body(candidates: list[int]) -> dict[str, Any]:
 
 def served(run_dir: Path, data: Path, **limits: Any) -> Served:
     return load_served(ServeSettings(run=str(run_dir), data=str(data), threads=1, **limits))
-
-
-def metric(text: str, series: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{series} is not in the metrics")
-
-
-def model_children() -> list[Any]:
-    return [p for p in multiprocessing.active_children() if p.name == "mmctr-model"]
 
 
 class Gate:

@@ -5,7 +5,6 @@ fails leaves the old model answering."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import shutil
 import signal
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import TINY_TOML
+from serve_helpers import metric, model_children
 
 import mmctr
 from mmctr.config import Config
@@ -54,26 +54,8 @@ def train(out: Path, data: Path, *overrides: str) -> Path:
     return out
 
 
-@pytest.fixture
-def run(tiny_run_master: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "run"
-    shutil.copytree(tiny_run_master, out)
-    return out
-
-
 def app_for(run: Path, **settings: Any) -> Any:
     return build_app(load_served(ServeSettings(run=str(run), threads=1, **settings)))
-
-
-def metric(text: str, series: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{series} is not in the metrics")
-
-
-def model_children() -> list[Any]:
-    return [p for p in multiprocessing.active_children() if p.name == "mmctr-model"]
 
 
 @pytest.mark.parametrize("model_process", [True, False], ids=["process", "in-process"])

@@ -19,18 +19,13 @@ from mmctr.errors import ConfigError
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from serve_helpers import metric  # noqa: E402
+
 from mmctr.serve import multiproc  # noqa: E402
 
 BODY = {"history": [3, 1, 4], "context": {"likes_level": 3, "views_level": 1},
         "candidates": [5, 9, 2]}  # fmt: skip
 SCORED = 'mmctr_requests_total{path="/v1/score",status="200"}'
-
-
-def series(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{name} is not in the scrape:\n{text}")
 
 
 def scrape(url: str) -> str:
@@ -75,25 +70,25 @@ def test_one_scrape_counts_every_worker(tiny_run_master: Path, tmp_path: Path) -
            str(port), "--workers", "2", "--threads", "1"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        up = wait_until(lambda: series(scrape(url), "mmctr_workers") == 2 or None, proc, "2 up")
+        up = wait_until(lambda: metric(scrape(url), "mmctr_workers") == 2 or None, proc, "2 up")
         assert up and not (folder / "counter_1.db").exists()
         for _ in range(30):  # each on a new connection, so both workers answer some
             answer = httpx.post(f"{url}/v1/score", json=BODY, headers={"connection": "close"})
             assert answer.status_code == 200
         for _ in range(8):  # every scrape sees all 30, whichever worker reads the files
             text = scrape(url)
-            assert series(text, SCORED) == 30 and series(text, "mmctr_workers") == 2
-            assert series(text, "mmctr_rows_in_flight") == 0
-            assert series(text, "mmctr_candidates_scored_total") == 90
+            assert metric(text, SCORED) == 30 and metric(text, "mmctr_workers") == 2
+            assert metric(text, "mmctr_rows_in_flight") == 0
+            assert metric(text, "mmctr_candidates_scored_total") == 90
         os.kill(uvicorn_workers(proc.pid)[0], signal.SIGKILL)  # uvicorn starts another
 
         def replaced() -> str | None:
             text = scrape(url)
             return text if len(uvicorn_workers(proc.pid)) == 2 and (
-                series(text, "mmctr_workers") == 2) else None  # fmt: skip
+                metric(text, "mmctr_workers") == 2) else None  # fmt: skip
 
         text = wait_until(replaced, proc, "the killed worker's replacement")
-        assert series(text, SCORED) == 30  # the dead worker's share is still counted
+        assert metric(text, SCORED) == 30  # the dead worker's share is still counted
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
