@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Build the wheel and run it in a fresh venv, away from the source tree: what `pip install
 # mmctr` users get must train the shipped presets by name and run an experiment without any
-# file of this repository. Usage: scripts/check_wheel.sh [WORK_DIR]   (default: a temp dir)
+# file of this repository. Usage: scripts/check_wheel.sh [WORK_DIR]   (default: a temp dir, removed at exit)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=${1:-$(mktemp -d)}
+if [ -n "${1:-}" ]; then
+  WORK=$1
+else
+  # a temp dir of our own is removed at exit: its venv and runs are 5-11 GB, and CI
+  # machines that run this again and again must not fill their disk
+  WORK=$(mktemp -d)
+  OWN_WORK=1
+fi
+cleanup() { if [ -n "${OWN_WORK:-}" ]; then rm -rf "$WORK"; fi; }
+trap cleanup EXIT
 PYTHON=${PYTHON:-python3}
 mkdir -p "$WORK"
 echo "building the wheel into $WORK/dist"
@@ -42,4 +51,4 @@ code=0
   echo "search without Optuna: expected exit 2 naming the extra, got $code" >&2
   cat search.err >&2; exit 1; }
 "$WORK/venv/bin/python" -c "import mmctr; print('mmctr from', mmctr.__file__)"
-echo "wheel check passed in $WORK"
+echo "wheel check passed"
