@@ -3,21 +3,12 @@
 # a venv of its own: train, kill and resume, evaluate, export (TorchScript, ONNX) and serve one
 # request on tiny data. The
 # suite itself runs on the pinned build (Makefile); this is the smoke test of the other end of
-# the range. Usage: scripts/check_torch_floor.sh [WORK_DIR]   (default: a temp dir, removed at exit)
+# the range. Usage: scripts/check_torch_floor.sh [WORK_DIR]
 # PyPI's Linux wheel of an old torch is its CUDA build (about 5 GB with its libraries); it runs
 # on the CPU here.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ -n "${1:-}" ]; then
-  WORK=$1
-else
-  # a temp dir of our own is removed at exit: its venv and runs are 5-11 GB, and CI
-  # machines that run this again and again must not fill their disk
-  WORK=$(mktemp -d)
-  OWN_WORK=1
-fi
-cleanup() { if [ -n "${OWN_WORK:-}" ]; then rm -rf "$WORK"; fi; }
-trap cleanup EXIT
+source "$ROOT/scripts/workdir.sh"  # WORK: $1, or a temp dir removed at exit
 PYTHON=${PYTHON:-python3}
 FLOOR=$(sed -n 's/^ *"torch>=\([0-9.]*\),.*/\1/p' "$ROOT/pyproject.toml")
 [ -n "$FLOOR" ] || { echo "no torch>= floor found in pyproject.toml" >&2; exit 1; }

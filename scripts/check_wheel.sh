@@ -1,21 +1,11 @@
 #!/usr/bin/env bash
 # Build the wheel and run it in a fresh venv, away from the source tree: what `pip install
 # mmctr` users get must train the shipped presets by name and run an experiment without any
-# file of this repository. Usage: scripts/check_wheel.sh [WORK_DIR]   (default: a temp dir, removed at exit)
+# file of this repository. Usage: scripts/check_wheel.sh [WORK_DIR]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ -n "${1:-}" ]; then
-  WORK=$1
-else
-  # a temp dir of our own is removed at exit: its venv and runs are 5-11 GB, and CI
-  # machines that run this again and again must not fill their disk
-  WORK=$(mktemp -d)
-  OWN_WORK=1
-fi
-cleanup() { if [ -n "${OWN_WORK:-}" ]; then rm -rf "$WORK"; fi; }
-trap cleanup EXIT
+source "$ROOT/scripts/workdir.sh"  # WORK: $1, or a temp dir removed at exit
 PYTHON=${PYTHON:-python3}
-mkdir -p "$WORK"
 echo "building the wheel into $WORK/dist"
 "$ROOT/.venv/bin/python" -m build --wheel --outdir "$WORK/dist" "$ROOT" > "$WORK/build.log" 2>&1
 WHEEL=$(ls "$WORK"/dist/mmctr-*.whl)
