@@ -103,9 +103,14 @@ def build_pair(a: argparse.Namespace, dtype: torch.dtype) -> Pair:
 
 
 def check_same_rows(step: int, rb: Any, mb: Any, n: int) -> None:
-    """Both data paths gave the same histories, targets, context and labels."""
+    """Both data paths gave the same histories, targets, context and labels.
+
+    The release's loader cuts each history to its last ``max_len`` items; mmctr's batch keeps
+    the stored width (100 on MicroLens-50k) and the model reads the last ``max_len`` columns.
+    """
     items = rb[1]["item_id"].view(n, -1)
-    assert torch.equal(items[:, :-1], mb.history), f"step {step}: histories differ"
+    width = items.shape[1] - 1
+    assert torch.equal(items[:, :-1], mb.history[:, -width:]), f"step {step}: histories differ"
     assert torch.equal(items[:, -1], mb.target), f"step {step}: targets differ"
     assert torch.equal(rb[0]["likes_level"].long(), mb.context[:, 0])
     assert torch.equal(rb[0]["views_level"].long(), mb.context[:, 1])
