@@ -14,9 +14,9 @@ weights summing to 1: the plain mean (``1/m`` each) or weights fitted on the val
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,19 @@ from torch import nn
 from mmctr.api import Group, Scorer, load_run
 from mmctr.config import Config
 from mmctr.data import DataSchema, ItemTable, Split
-from mmctr.errors import CheckpointError, ConfigError
+from mmctr.data.schema import select_item_features
+from mmctr.ensemble_checks import (
+    check_pairs,
+    check_runs,
+    checked_weights,
+    saved_config,
+    union_schema,
+)
+from mmctr.errors import CheckpointError
+from mmctr.items import check_new_item_features
 from mmctr.training.metrics import logloss, split_report
 
 Weights = str | Sequence[float] | np.ndarray | None
-# DataConfig fields that only say how to read, not which rows or columns: free to differ
-READING_ONLY = ("streaming", "shuffle_buffer", "context_vocab_sizes", "num_tags")
 
 
 def combine(logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -78,8 +85,10 @@ def fit_weights(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 @dataclass
 class EnsembleScorer:
-    """Trained runs scored as one model; attributes a caller reads of a Scorer (schema,
-    config, items, device, ...) are the first member's, which every member shares (checked)."""
+    """Trained runs scored as one model; attributes a caller reads of a Scorer (config,
+    items, device, ...) are the first member's, which every member shares (checked). The
+    schema is the first member's with every member's item feature columns (ensemble_checks.py:
+    members may read different ones)."""
 
     members: tuple[Scorer, ...]
     runs: tuple[Path, ...]
@@ -89,9 +98,9 @@ class EnsembleScorer:
     def config(self) -> Config:
         return self.members[0].config
 
-    @property
+    @cached_property
     def schema(self) -> DataSchema:
-        return self.members[0].schema
+        return union_schema([m.schema for m in self.members])
 
     @property
     def items(self) -> ItemTable:
@@ -158,9 +167,21 @@ class EnsembleScorer:
     def add_items(
         self, tags: Any, emb: Any, levels: Any = None, room: int = 0, first: int | None = None
     ) -> np.ndarray:
-        """Register new items in every member (``Scorer.add_items``'s arguments); they get the
-        same ids in each."""
-        ids = [m.add_items(tags, emb, levels, room, first) for m in self.members]
+        """Register new items in every member (``Scorer.add_items``'s arguments, the item
+        features in the order of ``schema.item_feature_cols``); they get the same ids in each,
+        each member the feature columns it reads."""
+        cols = self.schema.item_feature_cols
+        if levels is not None:
+            levels = check_new_item_features(
+                levels, len(np.asarray(tags)), cols=cols,
+                sizes=self.schema.item_feature_vocab_sizes, where="new items",
+            )  # fmt: skip
+        ids = [
+            m.add_items(tags, emb, None if levels is None else
+                        select_item_features(levels, cols, m.schema.item_feature_cols),
+                        room, first)
+            for m in self.members
+        ]  # fmt: skip
         if any(not np.array_equal(ids[0], other) for other in ids[1:]):
             raise RuntimeError(f"the ensemble's members gave new items different ids: {ids}")
         return ids[0]
@@ -185,7 +206,8 @@ def load_ensemble(
     device: str | torch.device | None = None,
     precision: str = "fp32",
 ) -> EnsembleScorer:
-    """Two or more runs of one data schema, each loaded by ``load_run``, as one scorer.
+    """Two or more runs of one data (``ensemble_checks``: they may read different item
+    feature columns), each loaded by ``load_run``, as one scorer.
 
     ``weights``: None or "mean" (``1/m`` each), "fitted" (``fit_weights`` on the valid split
     of ``data_dir``), or one non-negative number a run (normalised to sum 1). ``data_dir``
@@ -195,24 +217,23 @@ def load_ensemble(
     """
     runs = tuple(Path(r) for r in run_dirs)
     check_runs(runs)
-    saved = [_saved(run) for run in runs]  # refused before any run is loaded
-    for run, theirs in zip(runs[1:], saved[1:], strict=True):
-        if saved[0] is not None and theirs is not None:
-            check_same_data(runs[0], *saved[0], run, *theirs)
+    saved = [saved_config(run) for run in runs]  # refused before any run is loaded
+    check_pairs(runs, saved)
     first = load_run(runs[0], data_dir, device=device, precision=precision)
     members = [first]
     for run, theirs in zip(runs[1:], saved[1:], strict=True):
-        # the item table was read and checked for the first run, whose schema this one shares
+        # the item table was read and checked for the first run; this one shares it when it
+        # reads the same item feature columns
+        same = theirs is not None and theirs[1].item_feature_cols == first.schema.item_feature_cols
         members.append(load_run(run, data_dir, device=device, precision=precision,
-                                items=first.items))  # fmt: skip
-        if saved[0] is None or theirs is None:  # not compared above, before loading
-            check_same_data(runs[0], first.config, first.schema, run, members[-1].config,
-                            members[-1].schema)  # fmt: skip
+                                items=first.items if same else None))  # fmt: skip
         if members[-1].num_items != first.num_items:
             raise CheckpointError(
                 f"{runs[0]} knows {first.num_items} items and {run} {members[-1].num_items}: "
                 "their registered new items differ"
             )
+    if None in saved:  # some were not compared above, before loading
+        check_pairs(runs, [(m.config, m.schema) for m in members])
     mean = np.full(len(runs), 1.0 / len(runs))
     ensemble = EnsembleScorer(tuple(members), runs, mean)
     if isinstance(weights, str) and weights == "fitted":
@@ -220,66 +241,6 @@ def load_ensemble(
     elif not (weights is None or (isinstance(weights, str) and weights == "mean")):
         ensemble.weights = checked_weights(weights, len(runs))
     return ensemble
-
-
-def check_runs(runs: Sequence[Path]) -> None:
-    """ConfigError for fewer than two runs or one listed twice."""
-    if len(runs) < 2:
-        raise ConfigError(f"an ensemble needs at least two runs, got {len(runs)}")
-    seen: dict[Path, Path] = {}
-    for run in runs:
-        key = run.resolve()
-        if key in seen:
-            raise ConfigError(f"run {run} is listed twice (also as {seen[key]})")
-        seen[key] = run
-
-
-def checked_weights(weights: Any, members: int) -> np.ndarray:
-    """Given weights as float64 summing to 1; ConfigError unless one non-negative a run."""
-    if isinstance(weights, str):
-        raise ConfigError(f"weights {weights!r}: give mean, fitted or one number a run")
-    w = np.asarray(weights, dtype=np.float64).reshape(-1)
-    if w.size != members:
-        raise ConfigError(f"{w.size} weights for {members} runs: give one a run")
-    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
-        raise ConfigError(f"weights {w.tolist()} must be non-negative numbers, not all 0")
-    normalised: np.ndarray = w / w.sum()
-    return normalised
-
-
-def check_same_data(
-    run_a: Path, config_a: Config, schema_a: DataSchema,
-    run_b: Path, config_b: Config, schema_b: DataSchema,
-) -> None:  # fmt: skip
-    """CheckpointError naming both runs and every field in which their data schemas, or the
-    rows and columns their data sections read, differ."""
-    diffs = _differences(schema_a.to_dict(), schema_b.to_dict(), "schema.")
-    data_a, data_b = (dataclasses.asdict(c.data) for c in (config_a, config_b))
-    diffs += _differences(data_a, data_b, "data.", skip=READING_ONLY)
-    if diffs:
-        raise CheckpointError(
-            f"runs {run_a} and {run_b} were trained on different data (schema fingerprints "
-            f"{schema_a.fingerprint} and {schema_b.fingerprint}): " + "; ".join(diffs)
-        )
-
-
-def _differences(
-    a: dict[str, Any], b: dict[str, Any], prefix: str, skip: Sequence[str] = ()
-) -> list[str]:
-    keys = [k for k in dict.fromkeys([*a, *b]) if k not in skip]
-    return [f"{prefix}{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
-
-
-def _saved(run: Path) -> tuple[Config, DataSchema] | None:
-    """The config and schema in a run's model.pt, read without its weights (memory-mapped),
-    so that runs of different data are refused before any is attached to the data; None
-    when it cannot be read this way (``load_run`` then says why)."""
-    try:
-        payload = torch.load(run / "model.pt", map_location="cpu", weights_only=True, mmap=True)
-        config = Config.from_saved(payload["config"], source=str(run / "model.pt"))
-        return config, DataSchema.from_dict(payload["schema"])
-    except Exception:
-        return None
 
 
 __all__ = ["EnsembleScorer", "combine", "fit_weights", "load_ensemble"]

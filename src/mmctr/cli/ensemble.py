@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``ensemble`` under ``sub``."""
     p = sub.add_parser("ensemble", help="score several runs on a split and combine their logits")
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN",
-                   help="two or more run directories trained on the same data schema")  # fmt: skip
+                   help="two or more run directories trained on the same data (item feature "
+                        "columns may differ)")  # fmt: skip
     p.add_argument("--data", required=True, help="data directory in the challenge layout")
     p.add_argument("--split", default="valid", choices=["train", "valid", "test"])
     p.add_argument(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+import numpy as np
 
 from mmctr.config.dims import DataDims
 from mmctr.errors import CheckpointError
 
-_OPTIONAL = ("item_feature_cols", "item_feature_vocab_sizes")  # to_dict omits them when empty
+ITEM_FEATURES = ("item_feature_cols", "item_feature_vocab_sizes")
+_OPTIONAL = ITEM_FEATURES  # to_dict omits them when empty
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,10 @@ class DataSchema:
                 del out[key]  # a schema without item features hashes as it did before them
         return out
 
+    def with_item_features(self, cols: tuple[str, ...], sizes: tuple[int, ...]) -> DataSchema:
+        """The same data read with other item feature columns (their vocabulary sizes)."""
+        return replace(self, item_feature_cols=tuple(cols), item_feature_vocab_sizes=tuple(sizes))
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DataSchema:
         tuples = ("context_cols", "context_vocab_sizes", *_OPTIONAL)
@@ -79,3 +86,13 @@ class DataSchema:
                 f"one the model was trained on (fingerprint {self.fingerprint}): "
                 + "; ".join(diffs)
             )
+
+
+def select_item_features(
+    features: np.ndarray, given: tuple[str, ...], wanted: tuple[str, ...]
+) -> np.ndarray:
+    """The (M, len(wanted)) columns ``wanted`` of (M, len(given)) item features whose columns
+    are ``given`` (each wanted column is one of them): what one member of an ensemble whose
+    members read different item feature columns gets."""
+    index = [given.index(col) for col in wanted]
+    return features[:, index]

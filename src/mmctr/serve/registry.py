@@ -34,6 +34,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from mmctr.ensemble import EnsembleScorer
 from mmctr.errors import CheckpointError, DataError, RunLockedError, StorageError
 from mmctr.serve.admission import Unavailable
 from mmctr.serve.batcher import MicroBatcher
@@ -85,9 +86,12 @@ class ItemRegistry:
         async with self._turn:
             if self.known + len(tags) > self.limit:  # past the cap already: no disk needed
                 raise TooManyItems(self.known, len(tags), self.limit)
+            scorer = self._served.scorer  # an ensemble's runs may keep different item columns
             done = await asyncio.to_thread(
                 register_items, self._served.settings.run_dirs, self.schema, tags, emb, levels,
                 limit=self.limit, known=self.known,
+                schemas=[m.schema for m in scorer.members]
+                if isinstance(scorer, EnsembleScorer) else None,
             )  # fmt: skip
             await self._batcher.call(self._install, done)
         return done.ids

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from mmctr.data import DataSchema
+from mmctr.data.schema import select_item_features
 from mmctr.errors import CheckpointError, MmctrError, RunLockedError
 from mmctr.items import check_for_schema, write_new_items
 from mmctr.training.bundle import Bundle, Rows, write_bundle
@@ -64,6 +65,7 @@ class Registration:
 def register_items(
     run_dirs: Sequence[str | Path], schema: DataSchema, tags: Any, emb: Any, levels: Any = None,
     *, limit: int | None = None, known: int = 0, wait_s: float | None = None,
+    schemas: Sequence[DataSchema] | None = None,
 ) -> Registration:  # fmt: skip
     """Register new items, (M, T) tags, (M, D) embeddings and (M, C) item features (None: 0,
     unknown), with a run trained on data of ``schema``: checked (DataError naming the item),
@@ -74,12 +76,16 @@ def register_items(
     server: those it loaded or registered); fewer on disk is a CheckpointError (the bundle was
     rewritten under it). ``limit``: the most registered items the run may hold; past it
     TooManyItems, and nothing is written. ``wait_s``: how long to wait for the run's lock
-    (default ``LOCK_WAIT_S``).
+    (default ``LOCK_WAIT_S``). ``schemas``: each run's own, in the order of ``run_dirs``,
+    when an ensemble's runs read different item feature columns (``schema`` has them all);
+    each run keeps the columns it reads.
     """
     rows = check_for_schema(schema, tags, emb, levels, where="new items")
-    runs = sorted({Path(r).resolve() for r in run_dirs})  # one order: no two callers cross
+    each = list(schemas) if schemas else [schema] * len(run_dirs)
+    own = dict(zip((Path(r).resolve() for r in run_dirs), each, strict=True))
+    runs = sorted(own)  # one order: no two callers cross
     with _holding(runs, LOCK_WAIT_S if wait_s is None else wait_s):
-        found = [registered_items(run, schema) for run in runs]
+        found = [registered_items(run, own[run]) for run in runs]
         have = _count(runs, [registered for _, registered in found])
         if have < known:
             raise CheckpointError(
@@ -88,9 +94,13 @@ def register_items(
             )
         if limit is not None and have + len(rows[0]) > limit:
             raise TooManyItems(have, len(rows[0]), limit)
-        grown = _appended(found[0][1], rows)
-        for run, (saved, _) in zip(runs, found, strict=True):
-            _write(run, schema, saved, grown)
+        kept: list[tuple[tuple[str, ...], Rows]] = []  # each run's columns and items
+        for run, (saved, registered) in zip(runs, found, strict=True):
+            cols = own[run].item_feature_cols
+            mine = (*rows[:2], select_item_features(rows[2], schema.item_feature_cols, cols))
+            kept.append((cols, _appended(registered, mine)))
+            _write(run, own[run], saved, kept[-1][1])
+    grown = _merged(schema, kept)
     first, since = schema.num_items + have, schema.num_items + known
     return Registration(first, since, (grown[0][known:], grown[1][known:], grown[2][known:]))
 
@@ -126,6 +136,17 @@ def _appended(old: Rows, new: Rows) -> Rows:
         np.concatenate([before, after.astype(before.dtype)])
         for before, after in zip(old, new, strict=True)
     )
+    return tags, emb, features
+
+
+def _merged(schema: DataSchema, grown: list[tuple[tuple[str, ...], Rows]]) -> Rows:
+    """The registered items of runs that keep different item feature columns, with every
+    column of ``schema`` (each taken from a run that keeps it)."""
+    tags, emb, _ = grown[0][1]
+    features = np.zeros((len(tags), len(schema.item_feature_cols)), dtype=grown[0][1][2].dtype)
+    for c, col in enumerate(schema.item_feature_cols):
+        cols, rows = next(g for g in grown if col in g[0])
+        features[:, c] = rows[2][:, cols.index(col)]
     return tags, emb, features
 
 
