@@ -11,6 +11,7 @@ from mmctr.cli.flags import add_set_flag, add_track_flags, config_help, tracking
 from mmctr.config import Config, load_config
 from mmctr.errors import ConfigError
 from mmctr.experiments.cold import DEFAULT_SEED, HeldOutItems
+from mmctr.experiments.confirm import confirm_plan
 from mmctr.experiments.experiment import ExperimentResult, file_log, report, run_experiment
 from mmctr.experiments.peers import DEFAULT_ITEM_COLS, QIN_PRESET, peers_plan
 from mmctr.experiments.plan import (
@@ -63,6 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_sweep)
     _add_peers(kinds)
     search_cli.add_parser(kinds)
+    _add_confirm(kinds)
 
 
 def _add_peers(kinds: argparse._SubParsersAction) -> None:
@@ -92,14 +94,34 @@ def _add_peers(kinds: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_peers)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="data directory in the challenge layout")
-    p.add_argument(
-        "--config",
-        required=True,
-        type=Path,
-        help=config_help("the target-aware Transformer's config: a TOML file"),
+def _add_confirm(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "confirm",
+        help="a search's best configs trained again (e.g. on the whole of train, over seeds) "
+        "beside its base config",
     )
+    p.add_argument(
+        "--search", required=True, type=Path, help="the --out folder of mmctr experiment search"
+    )
+    p.add_argument(
+        "--top", type=int, default=3, help="how many of its best complete trials (default 3)"
+    )
+    p.add_argument(
+        "--no-base", dest="base", action="store_false", help="leave out the search's base config"
+    )
+    _common(p, config=False)
+    p.set_defaults(func=run_confirm)
+
+
+def _common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
+    p.add_argument("--data", required=True, help="data directory in the challenge layout")
+    if config:
+        p.add_argument(
+            "--config",
+            required=True,
+            type=Path,
+            help=config_help("the target-aware Transformer's config: a TOML file"),
+        )
     p.add_argument("--out", required=True, type=Path, help="experiment folder (reused to resume)")
     p.add_argument("--seeds", type=int, default=1, help="runs per variant, seeds seed+0..N-1")
     p.add_argument(
@@ -112,7 +134,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="runs to train at once, each in its own process with cores/N torch threads and "
         "its own copy of the data (default 1)",
     )
-    add_set_flag(p, help="override a value of --config for every run (repeatable)")
+    add_set_flag(p, help="override a config value for every run (repeatable)")
     p.add_argument(
         "--held-out-items",
         type=float,
@@ -158,6 +180,12 @@ def run_peers(args: argparse.Namespace) -> int:
         config, qin_config, din_config, item_cols=_split(args.item_cols), seeds=args.seeds,
         quick=args.quick,
     )  # fmt: skip
+    return _run(plan, args)
+
+
+def run_confirm(args: argparse.Namespace) -> int:
+    plan = confirm_plan(args.search, top=args.top, seeds=args.seeds, overrides=args.overrides,
+                        base=args.base, quick=args.quick)  # fmt: skip
     return _run(plan, args)
 
 

@@ -190,4 +190,6 @@ def _figure(plan: Plan, summaries: list[Summary], out: Path) -> Path:
         return bar_chart(summaries, out / "ablation.png", "Ablation (paper Table 2)")
     if plan.kind == "peers":
         return bar_chart(summaries, out / "peers.png", "Peers on the same data")
+    if plan.kind == "confirm":
+        return bar_chart(summaries, out / "confirm.png", "A search's best configs, confirmed")
     return line_plot(summaries, out / "sweep.png", plan.param)

@@ -16,7 +16,7 @@ from typing import Literal
 from mmctr.config import Config
 from mmctr.errors import ConfigError
 
-ExperimentKind = Literal["ablation", "sweep", "peers"]
+ExperimentKind = Literal["ablation", "sweep", "peers", "confirm"]
 
 
 @dataclass(frozen=True)
