@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_TOML
+from test_search import SPACE
 
 from mmctr.cli.main import main
 from mmctr.config import Config
@@ -16,20 +17,6 @@ from mmctr.errors import ConfigError
 from mmctr.experiments.confirm import confirm_plan
 
 pytest.importorskip("optuna")
-
-SPACE = """
-[[param]]
-key = "train.lr"
-type = "float"
-low = 1e-4
-high = 1e-2
-log = true
-
-[[param]]
-key = "model.target_transformer.deep_mlp"
-type = "categorical"
-choices = [[16], [32, 16]]
-"""
 
 
 @pytest.fixture(scope="module")

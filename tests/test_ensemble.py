@@ -25,7 +25,7 @@ from mmctr.errors import CheckpointError, ConfigError
 from mmctr.training.metrics import all_metrics, logloss
 
 
-def _train(data: Path, out: Path, *sets: str) -> Path:
+def train_tiny(data: Path, out: Path, *sets: str) -> Path:
     torch.set_num_threads(1)
     config = Config.from_dict(tomllib.loads(TINY_TOML))
     mmctr.train(data, config, out, overrides=["train.epochs=1", *sets], log=lambda _: None)
@@ -38,7 +38,7 @@ def runs(
 ) -> list[Path]:
     """The tiny target-transformer run (a copy: a server keeps the items registered with it)
     and a tiny DIN run (one epoch each)."""
-    din = _train(tiny_data_master, tmp_path_factory.mktemp("ens-din") / "din", "model.kind=din")
+    din = train_tiny(tiny_data_master, tmp_path_factory.mktemp("ens-din") / "din", "model.kind=din")
     seed = tmp_path_factory.mktemp("ens-seed") / "run"
     shutil.copytree(tiny_run_master, seed)
     return [seed, din]
@@ -47,7 +47,7 @@ def runs(
 @pytest.fixture(scope="module")
 def other_data_run(tiny_data_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run whose data schema differs from the others' in num_tags alone."""
-    return _train(
+    return train_tiny(
         tiny_data_master, tmp_path_factory.mktemp("ens-tags") / "tags", "data.num_tags=70"
     )
 

@@ -5,25 +5,15 @@ do: scored, served, and new items registered with each member's own columns."""
 from __future__ import annotations
 
 import shutil
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import TINY_TOML
+from test_ensemble import train_tiny
 
 import mmctr
-from mmctr.config import Config
 from mmctr.ensemble_checks import check_pairs
 from mmctr.errors import CheckpointError
-
-
-def _train(data: Path, out: Path, *sets: str) -> Path:
-    torch.set_num_threads(1)
-    config = Config.from_dict(tomllib.loads(TINY_TOML))
-    mmctr.train(data, config, out, overrides=["train.epochs=1", *sets], log=lambda _: None)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +21,9 @@ def trained(
     tiny_run_master: Path, tiny_data_master: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> list[Path]:
     """The tiny run (no item features), one reading views_level, one reading both levels."""
-    views = _train(tiny_data_master, tmp_path_factory.mktemp("ens-views") / "run",
+    views = train_tiny(tiny_data_master, tmp_path_factory.mktemp("ens-views") / "run",
                    "data.item_feature_cols=views_level")  # fmt: skip
-    both = _train(tiny_data_master, tmp_path_factory.mktemp("ens-both") / "run",
+    both = train_tiny(tiny_data_master, tmp_path_factory.mktemp("ens-both") / "run",
                   "data.item_feature_cols=likes_level,views_level")  # fmt: skip
     return [tiny_run_master, views, both]
 
