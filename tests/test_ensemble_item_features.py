@@ -76,8 +76,9 @@ def test_new_items_give_each_member_its_own_columns(
         ensemble.add_items(tags[:1], emb[:1], [[0, 11]])
 
 
+@pytest.mark.parametrize("model_process", [False, True])
 def test_a_server_registers_items_with_each_member_and_keeps_them(
-    runs: list[Path], tiny_data_master: Path
+    runs: list[Path], tiny_data_master: Path, model_process: bool
 ) -> None:
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
@@ -86,7 +87,8 @@ def test_a_server_registers_items_with_each_member_and_keeps_them(
     from mmctr.serve.settings import ServeSettings, load_served
 
     names = tuple(str(r) for r in runs)
-    settings = ServeSettings(run=names[0], runs=names, data=str(tiny_data_master), threads=1)
+    settings = ServeSettings(run=names[0], runs=names, data=str(tiny_data_master), threads=1,
+                             model_process=model_process)  # fmt: skip
     ensemble = mmctr.load_ensemble(runs, tiny_data_master, device="cpu")
     n, items = ensemble.num_items, ensemble.items
     item = {"tags": items.tags[4].tolist(), "emb": items.emb[4].tolist()}
