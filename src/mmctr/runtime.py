@@ -50,6 +50,19 @@ def peak_rss_gb() -> float | None:
     return kb / (1024**3 if sys.platform == "darwin" else 1024**2)
 
 
+def reset_peak_rss() -> bool:
+    """Start this process's peak resident memory (what peak_rss_gb reads) again from its
+    current resident memory, so that a peak read later belongs to the work done since.
+    Linux only (``/proc/self/clear_refs``); returns whether it took. Memory the process
+    already holds (data read before, freed memory malloc keeps) counts from the start."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
 def release_freed_memory() -> None:
     """Hand memory that is free but kept (keep_freed_memory, pyarrow's pool) back to the system.
 

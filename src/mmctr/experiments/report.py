@@ -19,6 +19,7 @@ STATS = (
     "epochs",
     "train_seconds",
     "train_samples_per_s",
+    "peak_rss_gb",
     "parameters",
 )
 TITLES = {"ablation": "Ablation", "peers": "Peers on the same data"}
@@ -92,6 +93,8 @@ def markdown(
         columns.append(("test gAUC", "test_gauc", 4))
     columns += [("best epoch", "best_epoch", 1), ("epochs", "epochs", 1)]
     columns += [("train s", "train_seconds", 0), ("train samples/s", "train_samples_per_s", 0)]
+    if any("peak_rss_gb" in s.mean for s in summaries):
+        columns.append(("peak RSS GB", "peak_rss_gb", 2))
     title = TITLES.get(plan.kind, f"Sweep of `{plan.param}`")
     head = ["variant", "runs", *(c[0] for c in columns), "parameters"]
     lines = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +43,7 @@ class RunRow:
     stopped_early: bool | None = None
     train_seconds: float | None = None
     train_samples_per_s: float | None = None  # mean over the run's epochs (metrics.jsonl)
+    peak_rss_gb: float | None = None  # the largest of its epochs' (Linux; metrics.jsonl)
     wall_seconds: float | None = None
     parameters: int | None = None
     members: str | None = None  # an ensemble row's runs and fitted weights, "run:w,run:w"
@@ -68,3 +70,14 @@ class RunRow:
 
 
 COLUMNS = tuple(f.name for f in dataclasses.fields(RunRow))  # results.csv, in this order
+
+
+def epoch_costs(history: Iterable[Mapping[str, Any]]) -> tuple[float | None, float | None]:
+    """A run's mean train samples/s over its epochs and the largest peak resident memory of
+    any epoch (GB), from its metrics history; None where no epoch recorded the figure."""
+    records = list(history)
+    speeds = [float(r["train_samples_per_s"]) for r in records
+              if r.get("train_samples_per_s") is not None]  # fmt: skip
+    peaks = [float(r["peak_rss_gb"]) for r in records if r.get("peak_rss_gb") is not None]
+    speed = round(sum(speeds) / len(speeds), 1) if speeds else None
+    return speed, (max(peaks) if peaks else None)

@@ -26,7 +26,7 @@ from mmctr.data import Dataset, Split, load_dataset
 from mmctr.errors import ConfigError, DataError
 from mmctr.experiments import cold
 from mmctr.experiments.plan import Job, Plan
-from mmctr.experiments.rows import BUCKET_COLUMNS, METRICS, RunRow
+from mmctr.experiments.rows import BUCKET_COLUMNS, METRICS, RunRow, epoch_costs
 from mmctr.experiments.shared_data import item_view, union_data_config
 from mmctr.experiments.tracked import job_run, log_row
 from mmctr.model import CTRModel, parameter_counts
@@ -240,9 +240,7 @@ def _fill_results(
     row.best_epoch, row.epochs = summary.best_epoch, summary.epochs_run
     row.stopped_early = summary.stopped_early
     row.train_seconds = round(summary.train_seconds, 2)
-    speeds = [float(r["train_samples_per_s"]) for r in summary.history
-              if r.get("train_samples_per_s") is not None]  # fmt: skip
-    row.train_samples_per_s = round(sum(speeds) / len(speeds), 1) if speeds else None
+    row.train_samples_per_s, row.peak_rss_gb = epoch_costs(summary.history)
     row.parameters = parameter_counts(model)["total"]
 
 

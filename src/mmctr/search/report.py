@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 States = optuna.trial.TrialState
-COLUMNS = ["trial", "state", "valid_auc", "best_epoch", "epochs", "train_seconds", "wall_seconds"]
+COLUMNS = [
+    "trial", "state", "valid_auc", "best_epoch", "epochs", "train_seconds", "peak_rss_gb",
+    "wall_seconds",
+]  # fmt: skip
 
 
 def trial_rows(study: optuna.Study, space: Space) -> list[dict[str, Any]]:

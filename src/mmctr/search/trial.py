@@ -21,6 +21,7 @@ import optuna
 
 from mmctr.atomic import write_text
 from mmctr.config import Config
+from mmctr.experiments.rows import epoch_costs
 from mmctr.experiments.runner import ExperimentData, read_experiment_data
 from mmctr.search.space import Space, trial_config
 from mmctr.training import checkpoint as ckpt
@@ -43,6 +44,7 @@ class Outcome:
     best_epoch: int | None = None
     epochs: int | None = None
     train_seconds: float | None = None
+    peak_rss_gb: float | None = None  # the largest epoch's (Linux; metrics.jsonl)
     wall_seconds: float = 0.0
     error: str = ""
     history: list[float] = field(default_factory=list)  # valid AUC after each epoch
@@ -116,6 +118,7 @@ def _outcome(
         best_epoch=summary.best_epoch,
         epochs=summary.epochs_run,
         train_seconds=round(summary.train_seconds, 2),
+        peak_rss_gb=epoch_costs(summary.history)[1],
         wall_seconds=round(time.perf_counter() - t0, 2),
         history=[float(r["valid_auc"]) for r in summary.history],
     )

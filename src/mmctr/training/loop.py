@@ -24,6 +24,7 @@ from mmctr.data import DataSchema, Dataset
 from mmctr.errors import CheckpointError
 from mmctr.logs import logger
 from mmctr.model.base import CTRModel
+from mmctr.runtime import peak_rss_gb, reset_peak_rss
 from mmctr.training import bundle, distributed
 from mmctr.training import checkpoint as ckpt
 from mmctr.training import epoch as epochs
@@ -89,6 +90,7 @@ def fit(
         ckpt.write_config(run, config)
         bundle.write_for_training(run.root, data, model, resume=resume and run.state.exists())
     train, valid = data.rows("train"), data["valid"]
+    peak_from_start = reset_peak_rss()  # so each epoch's peak is this training's
     while state.should_continue(tc.epochs, tc.patience):
         epoch = state.epoch + 1
         for group in optimizer.param_groups:
@@ -100,6 +102,8 @@ def fit(
         improved = state.record(epoch, metrics["auc"], tc.lr_decay, tc.min_lr)
         record = _epoch_record(epoch, loss.mean, metrics, optimizer, train_seconds, t0, len(train))
         record["improved"] = improved
+        if peak_from_start:
+            record["peak_rss_gb"] = round(peak_rss_gb() or 0.0, 3)
         if device.type == "cuda":
             record["gpu_peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         state.finish_epoch(record, train_seconds)
