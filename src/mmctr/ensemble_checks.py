@@ -64,9 +64,8 @@ def check_same_data(
     diffs = _differences(schema_a.to_dict(), schema_b.to_dict(), "schema.", skip=ITEM_FEATURES)
     data_a, data_b = (dataclasses.asdict(c.data) for c in (config_a, config_b))
     diffs += _differences(data_a, data_b, "data.", skip=(*READING_ONLY, *ITEM_FEATURES))
-    sizes_a = dict(zip(schema_a.item_feature_cols, schema_a.item_feature_vocab_sizes, strict=True))
-    for col, size in zip(schema_b.item_feature_cols, schema_b.item_feature_vocab_sizes,
-                         strict=True):  # fmt: skip
+    sizes_a = item_columns(schema_a)
+    for col, size in item_columns(schema_b).items():
         if col in sizes_a and sizes_a[col] != size:
             diffs.append(f"item feature {col!r}: vocabulary {sizes_a[col]} vs {size}")
     if diffs:
@@ -90,10 +89,14 @@ def union_schema(schemas: Sequence[DataSchema]) -> DataSchema:
     members were checked with ``check_same_data``: a shared column has one vocabulary)."""
     cols: dict[str, int] = {}
     for schema in schemas:
-        for col, size in zip(schema.item_feature_cols, schema.item_feature_vocab_sizes,
-                             strict=True):  # fmt: skip
+        for col, size in item_columns(schema).items():
             cols.setdefault(col, size)
     return schemas[0].with_item_features(tuple(cols), tuple(cols.values()))
+
+
+def item_columns(schema: DataSchema) -> dict[str, int]:
+    """A schema's item feature columns and their vocabulary sizes, in its order."""
+    return dict(zip(schema.item_feature_cols, schema.item_feature_vocab_sizes, strict=True))
 
 
 def saved_config(run: Path) -> tuple[Config, DataSchema] | None:
