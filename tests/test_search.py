@@ -292,3 +292,19 @@ def test_a_tracked_search_is_a_parent_run_with_its_trials_as_children(
         assert child.data.tags["mmctr.trial_state"] == "complete"
         assert child.data.params["train.lr"] == json.dumps(trial.params["train.lr"])
         assert child.data.metrics["best_valid_auc"] == pytest.approx(trial.value)
+
+
+def test_the_default_pruner_waits_for_the_second_epoch() -> None:
+    from mmctr.search.study import default_pruner
+
+    study = optuna.create_study(direction="maximize", pruner=default_pruner())
+    for _ in range(5):  # five finished trials at 0.8 after epochs 1 and 2
+        done = study.ask()
+        done.report(0.8, 1)
+        done.report(0.8, 2)
+        study.tell(done, 0.8)
+    behind = study.ask()
+    behind.report(0.5, 1)
+    assert not behind.should_prune()  # epoch 1 is too early to judge a trial
+    behind.report(0.5, 2)
+    assert behind.should_prune()

@@ -29,7 +29,7 @@ def storage_url(out: Path) -> str:
 def default_pruner() -> optuna.pruners.BasePruner:
     """Stop a trial whose valid AUC is below the median of the finished trials' at the same
     epoch, once five trials have finished and from the second epoch on."""
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)  # epochs count from 1
 
 
 def open_study(out: Path, pruner: Any = None, sampler: Any = None) -> optuna.Study:
