@@ -41,13 +41,30 @@ def available_cpus() -> int:
 
 def peak_rss_gb() -> float | None:
     """This process's peak resident memory in GB (2^30 bytes), or None where the platform has
-    no ``resource`` module (Windows)."""
+    no ``resource`` module (Windows). On Linux the address space's high-water mark (VmHWM),
+    which ``reset_peak_rss`` starts again; getrusage's figure also keeps the peaks of threads
+    that have ended, which no reset clears."""
     try:
         import resource
     except ImportError:
         return None
+    hwm = _proc_status_kb("VmHWM")
+    if hwm is not None:
+        return hwm / 1024**2
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
     return kb / (1024**3 if sys.platform == "darwin" else 1024**2)
+
+
+def _proc_status_kb(field: str) -> int | None:
+    """A ``kB`` field of /proc/self/status (Linux), or None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def reset_peak_rss() -> bool:

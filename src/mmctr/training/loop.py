@@ -102,10 +102,7 @@ def fit(
         improved = state.record(epoch, metrics["auc"], tc.lr_decay, tc.min_lr)
         record = _epoch_record(epoch, loss.mean, metrics, optimizer, train_seconds, t0, len(train))
         record["improved"] = improved
-        if peak_from_start:
-            record["peak_rss_gb"] = round(peak_rss_gb() or 0.0, 3)
-        if device.type == "cuda":
-            record["gpu_peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        record.update(_peak_memory(device, peak_from_start))
         state.finish_epoch(record, train_seconds)
         if stopper is not None:
             state.stopped = stopper(epoch, record) or ""
@@ -222,6 +219,17 @@ def _epoch_record(
         "train_samples_per_s": round(rows / train_seconds, 1),
         "eval_seconds": round(time.perf_counter() - t0 - train_seconds, 3),
     }
+
+
+def _peak_memory(device: torch.device, rss_from_start: bool) -> dict[str, float]:
+    """The epoch record's memory figures: the process's peak resident memory since training
+    started (where it could be reset), and the GPU's peak allocation on CUDA."""
+    out = {}
+    if rss_from_start:
+        out["peak_rss_gb"] = round(peak_rss_gb() or 0.0, 3)
+    if device.type == "cuda":
+        out["gpu_peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return out
 
 
 def _epoch_line(record: dict[str, Any]) -> str:
