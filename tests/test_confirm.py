@@ -66,6 +66,24 @@ def test_the_best_trials_and_the_base_over_seeds(search: Path) -> None:
     assert [j.variant for j in alone.jobs] == [names[0]]
 
 
+def test_trials_named_by_number_replace_the_top(
+    search: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ranked = _ranked(search)
+    last, first = int(ranked[-1]["trial"]), int(ranked[0]["trial"])
+    plan = confirm_plan(search, top=1, trials=[last, first], base=False)
+    assert list(plan.descriptions) == [f"trial-{last}", f"trial-{first}"]  # in the order named
+    with pytest.raises(ConfigError, match=r"trials.csv: --trials 99: no complete trial"):
+        confirm_plan(search, trials=[first, 99])
+    with pytest.raises(ConfigError, match="names a trial twice"):
+        confirm_plan(search, trials=[first, first])
+    args = ["experiment", "confirm", "--search", str(search), "--data", "nowhere", "--out",
+            str(search / "never"), "--trials", "one"]  # fmt: skip
+    assert main(args) == 2
+    assert "--trials takes trial numbers" in capsys.readouterr().err
+    assert not (search / "never").exists()
+
+
 def test_the_cli_trains_and_reports_them(
     search: Path, tiny_data_master: Path, tmp_path: Path
 ) -> None:

@@ -107,6 +107,11 @@ def _add_confirm(kinds: argparse._SubParsersAction) -> None:
         "--top", type=int, default=3, help="how many of its best complete trials (default 3)"
     )
     p.add_argument(
+        "--trials",
+        metavar="N[,M...]",
+        help="confirm these complete trials (numbers as in trials.csv) instead of the --top best",
+    )
+    p.add_argument(
         "--no-base", dest="base", action="store_false", help="leave out the search's base config"
     )
     _common(p, config=False)
@@ -185,8 +190,18 @@ def run_peers(args: argparse.Namespace) -> int:
 
 def run_confirm(args: argparse.Namespace) -> int:
     plan = confirm_plan(args.search, top=args.top, seeds=args.seeds, overrides=args.overrides,
-                        base=args.base, quick=args.quick)  # fmt: skip
+                        base=args.base, quick=args.quick,
+                        trials=_trial_numbers(args.trials))  # fmt: skip
     return _run(plan, args)
+
+
+def _trial_numbers(text: str | None) -> list[int]:
+    try:
+        return [int(part) for part in _split(text)]
+    except ValueError:
+        raise ConfigError(
+            f"--trials takes trial numbers separated by commas, got {text!r}"
+        ) from None
 
 
 def run_sweep(args: argparse.Namespace) -> int:

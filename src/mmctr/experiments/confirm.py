@@ -32,13 +32,16 @@ def confirm_plan(
     overrides: Sequence[str] = (),
     base: bool = True,
     quick: bool = False,
+    trials: Sequence[int] = (),
 ) -> Plan:
-    """The ``top`` best complete trials of the search in ``search`` (variants ``trial-N``)
-    and, with ``base``, its base config, each x ``seeds`` seeds, ``overrides`` applied to all."""
+    """The ``top`` best complete trials of the search in ``search`` (variants ``trial-N``),
+    or the complete trials numbered ``trials`` when given, and, with ``base``, its base config,
+    each x ``seeds`` seeds, ``overrides`` applied to all."""
     check_seeds(seeds)
     if top < 1:
         raise ConfigError(f"--top must be >= 1, got {top}")
-    ranked = _complete_trials(search)[:top]
+    ranked = _chosen(_complete_trials(search), trials, search) if trials else \
+        _complete_trials(search)[:top]  # fmt: skip
     configs: dict[str, Config] = {}
     descriptions: dict[str, str] = {}
     for row in ranked:
@@ -76,6 +79,23 @@ def _complete_trials(search: Path) -> list[dict[str, str]]:
     if not rows:
         raise ConfigError(f"{path}: no complete trial to confirm yet")
     return sorted(rows, key=lambda r: -float(r["valid_auc"]))
+
+
+def _chosen(
+    rows: list[dict[str, str]], trials: Sequence[int], search: Path
+) -> list[dict[str, str]]:
+    """The rows of the trials numbered ``trials``, in that order; ConfigError naming a number
+    that is no complete trial of the search."""
+    by_number = {int(r["trial"]): r for r in rows}
+    missing = [n for n in trials if n not in by_number]
+    if missing:
+        raise ConfigError(
+            f"{search / 'trials.csv'}: --trials {', '.join(map(str, missing))}: no complete "
+            f"trial of that number (complete: {', '.join(map(str, sorted(by_number)))})"
+        )
+    if len(set(trials)) != len(trials):
+        raise ConfigError(f"--trials names a trial twice: {', '.join(map(str, trials))}")
+    return [by_number[n] for n in trials]
 
 
 def _trial_config(search: Path, run: str, overrides: Sequence[str]) -> Config:
