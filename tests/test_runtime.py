@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mmctr.runtime import OPT_OUT, keep_freed_memory, release_freed_memory
+from mmctr.runtime import OPT_OUT, _proc_status_kb, keep_freed_memory, release_freed_memory
 
 glibc_only = pytest.mark.skipif(
     not sys.platform.startswith("linux") or ctypes.util.find_library("c") != "libc.so.6",
@@ -29,9 +29,9 @@ def test_applies_on_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        kb = next(line.split()[1] for line in fh if line.startswith("VmRSS"))
-    return int(kb) / 1024
+    kb = _proc_status_kb("VmRSS")
+    assert kb is not None, "/proc/self/status has no VmRSS"
+    return kb / 1024
 
 
 @glibc_only
@@ -51,14 +51,13 @@ def test_release_hands_kept_memory_back(monkeypatch: pytest.MonkeyPatch) -> None
 
 PEAK_AFTER_RESET = """
 import numpy as np
-from mmctr.runtime import peak_rss_gb, reset_peak_rss
+from mmctr.runtime import _proc_status_kb, peak_rss_gb, reset_peak_rss
 big = np.ones(2**28)  # 2 GiB, touched; a fresh process hands it back to the system on free
 del big
 before = peak_rss_gb()
 assert reset_peak_rss() is True
 after = peak_rss_gb()
-rss_kb = open("/proc/self/status").read().split("VmRSS:")[1].split()[0]
-print(before, after, int(rss_kb) / 2**20)
+print(before, after, _proc_status_kb("VmRSS") / 2**20)
 """
 
 

@@ -40,8 +40,8 @@ def confirm_plan(
     check_seeds(seeds)
     if top < 1:
         raise ConfigError(f"--top must be >= 1, got {top}")
-    ranked = _chosen(_complete_trials(search), trials, search) if trials else \
-        _complete_trials(search)[:top]  # fmt: skip
+    complete = _complete_trials(search)
+    ranked = _chosen(complete, trials, search) if trials else complete[:top]
     configs: dict[str, Config] = {}
     descriptions: dict[str, str] = {}
     for row in ranked:
