@@ -96,7 +96,9 @@ def test_the_cli_trains_and_reports_them(
     best = _ranked(search)[0]
     assert sorted(r["variant"] for r in rows) == sorted([f"trial-{best['trial']}", "base"])
     assert all(r["status"] == "done" and float(r["valid_auc"]) > 0 for r in rows)
-    assert (out / "confirm.png").is_file() and "trial-" in (out / "results.md").read_text()
+    text = (out / "results.md").read_text()
+    assert (out / "confirm.png").is_file() and "trial-" in text
+    assert text.startswith("# A search's trials trained again\n")
     trained = _saved(out / "runs" / f"trial-{best['trial']}-seed0" / "config.json")
     assert trained.train.lr == _saved(search / best["run"] / "config.json").train.lr
 

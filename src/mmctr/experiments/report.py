@@ -22,7 +22,11 @@ STATS = (
     "peak_rss_gb",
     "parameters",
 )
-TITLES = {"ablation": "Ablation", "peers": "Peers on the same data"}
+TITLES = {
+    "ablation": "Ablation",
+    "peers": "Peers on the same data",
+    "confirm": "A search's trials trained again",
+}
 
 
 @dataclass(frozen=True)
