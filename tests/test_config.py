@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,18 @@ def test_paper_preset_is_the_paper_configuration() -> None:
     assert cfg == Config().with_overrides(
         ["data.context_vocab_sizes=11,11", "data.num_tags=11740"]
     ), "paper.toml should only restate the defaults plus the challenge vocabularies"
+
+
+def test_ml50k_tuned_is_the_searched_trial_it_says_on_the_search_s_base() -> None:
+    """The preset is trial 2 of docs/results/search-ml50k/trials.csv applied to the search's
+    base (`converge`), so that the table and the preset cannot drift apart."""
+    table = CONFIGS.parent / "docs" / "results" / "search-ml50k" / "trials.csv"
+    with table.open(newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["trial"] == "2")
+    assert row["state"] == "complete"
+    params = [f"{k}={v}" for k, v in row.items() if "." in k]
+    assert len(params) == 16 and "data.item_feature_cols=likes_level,views_level" in params
+    assert load_config("ml50k-tuned") == load_config("converge", params)
 
 
 def test_every_shipped_preset_loads_by_path_and_by_name() -> None:
