@@ -29,16 +29,32 @@ def test_paper_preset_is_the_paper_configuration() -> None:
     ), "paper.toml should only restate the defaults plus the challenge vocabularies"
 
 
+def _searched_params(search: str, trial: str) -> list[str]:
+    """The `section.key=value` params of one complete trial of docs/results/SEARCH/trials.csv."""
+    table = CONFIGS.parent / "docs" / "results" / search / "trials.csv"
+    with table.open(newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["trial"] == trial)
+    assert row["state"] == "complete"
+    params = [f"{k}={v}" for k, v in row.items() if "." in k]
+    assert "data.item_feature_cols=likes_level,views_level" in params
+    return params
+
+
 def test_ml50k_tuned_is_the_searched_trial_it_says_on_the_search_s_base() -> None:
     """The preset is trial 2 of docs/results/search-ml50k/trials.csv applied to the search's
     base (`converge`), so that the table and the preset cannot drift apart."""
-    table = CONFIGS.parent / "docs" / "results" / "search-ml50k" / "trials.csv"
-    with table.open(newline="") as f:
-        row = next(r for r in csv.DictReader(f) if r["trial"] == "2")
-    assert row["state"] == "complete"
-    params = [f"{k}={v}" for k, v in row.items() if "." in k]
-    assert len(params) == 16 and "data.item_feature_cols=likes_level,views_level" in params
+    params = _searched_params("search-ml50k", "2")
+    assert len(params) == 16
     assert load_config("ml50k-tuned") == load_config("converge", params)
+
+
+def test_qin_ml50k_tuned_is_the_searched_trial_it_says_on_the_search_s_base() -> None:
+    """The QIN preset is trial 58 of docs/results/search-qin-ml50k/trials.csv applied to that
+    search's base (`qin-cpu` with the early stopping the search set on the command line)."""
+    params = _searched_params("search-qin-ml50k", "58")
+    assert len(params) == 11
+    searched = load_config("qin-cpu", [*params, "train.epochs=30", "train.patience=2"])
+    assert load_config("qin-ml50k-tuned") == searched
 
 
 def test_every_shipped_preset_loads_by_path_and_by_name() -> None:
